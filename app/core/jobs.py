@@ -1,0 +1,236 @@
+"""Background jobs: a transactional outbox in front of RQ.
+
+`enqueue(session, "app.area.jobs:function", tenant_id=..., **ids)` writes an outbox row in the caller's
+tenant transaction. Only after that transaction commits is the job pushed to Redis; if Redis is down the row
+waits and the relay (`batchline scheduler`) pushes it later. A rolled-back transaction leaves no row, so its
+job never runs.
+
+Every job runs through `run_tenant_job`, which opens the tenant transaction, calls the function with the
+session and the ids, and marks the outbox row finished **in the same transaction**: a redelivered job (a
+worker killed after commit, a relay that enqueued twice) sees the mark and does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from flask import Flask, current_app
+from rq import Queue, Retry
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from sqlalchemy import Identity, Index, String, Text, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from app.core.db import CreatedAt, Database, TenantBase
+from app.core.tenancy import TenantRef, after_commit, tenant_transaction
+
+log = logging.getLogger(__name__)
+
+QUEUES = ("ingest", "analysis", "reports", "default")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class OutboxMessage(CreatedAt, TenantBase):
+    """A job to run once the transaction that wrote it has committed."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL")),)
+
+    #: Also the idempotency key of the job.
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    #: Dotted path `module:function` of a function decorated with `@tenant_job`.
+    func: Mapped[str] = mapped_column(String(200))
+    #: RQ queue name.
+    queue: Mapped[str] = mapped_column(String(40))
+    #: JSON keyword arguments (record ids, never ORM objects).
+    kwargs: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    #: When it was handed to Redis (None: still waiting for the relay).
+    dispatched_at: Mapped[datetime | None]
+    #: When the job's own transaction committed.
+    finished_at: Mapped[datetime | None]
+    #: Attempts that raised.
+    failures: Mapped[int] = mapped_column(default=0)
+    #: Last error text, visible to admins.
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: What the job returned (JSON), for status pages.
+    result: Mapped[Any | None] = mapped_column(JSONB)
+
+
+def tenant_job(queue: str = "default") -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a function `fn(session, **ids)` as a tenant job for `queue`; only marked functions can be enqueued."""
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
+
+    def mark(fn: Callable[P, R]) -> Callable[P, R]:
+        fn.__batchline_queue__ = queue  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _resolve(path: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    if not module_name.startswith("app.") or not attr:
+        raise ValueError(f"job path must be 'app.<module>:<function>', got {path!r}")
+    fn = getattr(importlib.import_module(module_name), attr)
+    if not hasattr(fn, "__batchline_queue__"):
+        raise ValueError(f"{path} is not marked with @tenant_job")
+    return fn
+
+
+def job_id(tenant_id: int, outbox_id: int) -> str:
+    """RQ job id: deterministic, so a job pushed twice is one job in Redis."""
+    return f"t{tenant_id}-ob{outbox_id}"
+
+
+def redis_connection(app: Flask | None = None) -> redis.Redis:
+    """Return the app's Redis client."""
+    return (app or current_app).extensions["batchline.redis"]
+
+
+def enqueue(session: Session, func: str, **kwargs: Any) -> OutboxMessage:
+    """Schedule `func(session, **kwargs)` for this session's tenant, after the transaction commits."""
+    ref: TenantRef = session.info["tenant"]
+    fn = _resolve(func)
+    msg = OutboxMessage(func=func, queue=fn.__batchline_queue__, kwargs=kwargs)
+    session.add(msg)
+    session.flush()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    outbox_id = msg.id
+    after_commit(session, lambda: dispatch(app, ref, [outbox_id]))
+    return msg
+
+
+def _push(app: Flask, tenant_id: int, row: OutboxMessage) -> None:
+    conn = redis_connection(app)
+    queue = Queue(row.queue, connection=conn, serializer=JSONSerializer)
+    jid = job_id(tenant_id, row.id)
+    if Job.exists(jid, connection=conn):
+        return
+    intervals = list(app.config["JOB_RETRY_INTERVALS"])
+    queue.enqueue_call(
+        "app.core.jobs.run_tenant_job",
+        kwargs={"tenant_id": tenant_id, "outbox_id": row.id},
+        job_id=jid,
+        retry=Retry(max=len(intervals), interval=intervals),
+        result_ttl=86400,
+        failure_ttl=7 * 86400,
+        description=f"{row.func} tenant={tenant_id}",
+    )
+
+
+def dispatch(app: Flask, ref: TenantRef, outbox_ids: list[int]) -> int:
+    """Push committed outbox rows to Redis and mark them dispatched; return how many were pushed."""
+    pushed = 0
+    with app.app_context(), tenant_transaction(ref) as session:
+        rows = session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.id.in_(outbox_ids), OutboxMessage.dispatched_at.is_(None))
+            .with_for_update(skip_locked=True)
+        ).all()
+        for row in rows:
+            try:
+                _push(app, ref.id, row)
+            except redis.RedisError as exc:
+                # Redis is down: the row stays undispatched and the relay retries it.
+                log.warning("redis unavailable, outbox %s of tenant %s waits: %s", row.id, ref.id, exc)
+                break
+            row.dispatched_at = session.execute(text("SELECT now()")).scalar_one()
+            pushed += 1
+    return pushed
+
+
+def relay_tenant(app: Flask, ref: TenantRef, *, min_age_s: float | None = None) -> int:
+    """Push every undispatched outbox row of one tenant older than `min_age_s` (the relay's sweep)."""
+    age = app.config["OUTBOX_RELAY_MIN_AGE_S"] if min_age_s is None else min_age_s
+    with app.app_context(), tenant_transaction(ref) as session:
+        ids = session.scalars(
+            select(OutboxMessage.id).where(
+                OutboxMessage.dispatched_at.is_(None),
+                OutboxMessage.created_at <= text("now() - make_interval(secs => :age)").bindparams(age=age),
+            )
+        ).all()
+    return dispatch(app, ref, list(ids)) if ids else 0
+
+
+def relay_all(app: Flask, *, min_age_s: float | None = None) -> int:
+    """Sweep every active tenant's outbox once; one tenant's failure never stops the others."""
+    from app.tenancy.queries import active_tenant_refs  # tenancy builds on core, not the reverse
+
+    total = 0
+    for ref in active_tenant_refs(app):
+        try:
+            total += relay_tenant(app, ref, min_age_s=min_age_s)
+        except Exception:
+            log.exception("outbox relay failed for tenant %s", ref.id)
+    return total
+
+
+_worker_app: Flask | None = None
+
+
+def _app_for_job() -> Flask:
+    global _worker_app  # one app per worker process, built lazily
+    try:
+        return current_app._get_current_object()  # type: ignore[attr-defined]
+    except RuntimeError:
+        pass
+    if _worker_app is None:
+        from app.factory import create_app
+
+        _worker_app = create_app()
+    return _worker_app
+
+
+def run_tenant_job(*, tenant_id: int, outbox_id: int) -> Any:
+    """RQ entry point: run one outbox job under its tenant, exactly once in effect."""
+    app = _app_for_job()
+    with app.app_context():
+        db: Database = app.extensions["batchline.db"]
+        try:
+            with tenant_transaction(tenant_id, db=db) as session:
+                row = session.execute(
+                    select(OutboxMessage).where(OutboxMessage.id == outbox_id).with_for_update()
+                ).scalar_one_or_none()
+                if row is None:
+                    raise LookupError(f"outbox row {outbox_id} not found in tenant {tenant_id}")
+                if row.finished_at is not None:
+                    return row.result  # already done: a redelivery changes nothing
+                result = _resolve(row.func)(session, **row.kwargs)
+                row.result = result
+                row.finished_at = session.execute(text("SELECT now()")).scalar_one()
+                return result
+        except Exception as exc:
+            with tenant_transaction(tenant_id, db=db) as session:
+                session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.id == outbox_id)
+                    .values(failures=OutboxMessage.failures + 1, last_error=f"{type(exc).__name__}: {exc}"[:4000])
+                )
+            raise
+
+
+@tenant_job(queue="default")
+def whoami(session: Session) -> dict[str, str]:
+    """Report the database role and schema a job runs under (ops diagnostics and isolation tests)."""
+    row = session.execute(text("SELECT current_user, current_schema()")).one()
+    return {"role": row[0], "schema": row[1]}
+
+
+def run_relay_loop(app: Flask, *, interval_s: float | None = None, once: bool = False) -> None:
+    """The scheduler process: sweep outboxes every few seconds."""
+    interval = interval_s if interval_s is not None else app.config["OUTBOX_RELAY_INTERVAL_S"]
+    while True:
+        relay_all(app)
+        if once:
+            return
+        time.sleep(interval)

@@ -1,0 +1,83 @@
+"""Tenant context: the one way any unit of work (request, job, CLI command) touches tenant data.
+
+`tenant_transaction(tenant)` opens a transaction on the runtime engine, runs `SET LOCAL ROLE` to the tenant's
+role and `SET LOCAL search_path` to its schema, and maps schema-less tenant models to that schema. Both
+settings are transaction-scoped, so nothing leaks through the connection pool (or PgBouncer in transaction
+mode), and code that forgets the tenant gets "permission denied" instead of another customer's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.core.db import Database, quote_ident, tenant_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TenantRef:
+    """Where a tenant lives: its id, schema and role (the tenant directory entry)."""
+
+    id: int
+    schema: str
+    role: str
+    slug: str = ""
+
+
+def current_db() -> Database:
+    """Return the Database bound to the current Flask app."""
+    return current_app.extensions["batchline.db"]
+
+
+def tenant_ref(tenant_id: int, *, db: Database | None = None, slug: str = "") -> TenantRef:
+    """Build the directory entry of a tenant; names derive from the id, never from user input."""
+    db = db or current_db()
+    return TenantRef(id=int(tenant_id), schema=tenant_schema(tenant_id), role=db.roles.tenant(tenant_id), slug=slug)
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the tenant transaction that owns `session` has committed (never on rollback)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+@contextmanager
+def tenant_transaction(tenant: TenantRef | int, *, db: Database | None = None) -> Iterator[Session]:
+    """Open a session bound to one tenant, in one transaction; commit on success, roll back on error."""
+    db = db or current_db()
+    ref = tenant if isinstance(tenant, TenantRef) else tenant_ref(tenant, db=db)
+    with db.runtime.connect() as conn:
+        conn = conn.execution_options(schema_translate_map={None: ref.schema})
+        session = Session(bind=conn, expire_on_commit=False, autoflush=True)
+        session.info["tenant"] = ref
+        try:
+            with conn.begin():
+                conn.execute(text(f"SET LOCAL ROLE {quote_ident(ref.role)}"))
+                conn.execute(text(f"SET LOCAL search_path TO {quote_ident(ref.schema)}, public"))
+                yield session
+                session.flush()
+        finally:
+            callbacks = session.info.pop("after_commit", [])
+            committed = not conn.in_transaction()
+            session.close()
+    if committed:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # an after-commit hook (e.g. enqueue to Redis) must not undo the commit
+                log.exception("after-commit callback failed for tenant %s", ref.id)
+
+
+@contextmanager
+def control_session(*, db: Database | None = None) -> Iterator[Session]:
+    """Open a session on the control plane (`public`) as the runtime user, in one transaction."""
+    db = db or current_db()
+    with Session(db.runtime, expire_on_commit=False) as session, session.begin():
+        yield session

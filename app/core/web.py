@@ -1,0 +1,114 @@
+"""Web plumbing every area uses: tenant-scoped blueprints, permission declarations, error rendering."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Blueprint, abort, current_app, g, jsonify, redirect, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from app.core.permissions import permissions_of
+from app.core.tenancy import TenantRef, control_session, current_db, tenant_ref
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Marker value for routes anyone may reach (sign-in page, health checks).
+PUBLIC = "public"
+#: Marker value for routes any signed-in member of the tenant may reach.
+MEMBER = "member"
+
+
+def requires(permission: str) -> Callable[[F], F]:
+    """Declare the permission a view needs; every route must carry one (a test walks the URL map)."""
+
+    def mark(view: F) -> F:
+        view.__batchline_permission__ = permission  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def view_permission(view: Callable[..., Any]) -> str | None:
+    """The permission a view declared, or None."""
+    return getattr(view, "__batchline_permission__", None)
+
+
+def tenant_blueprint(name: str, import_name: str, **kwargs: Any) -> Blueprint:
+    """A blueprint under `/t/<slug>/` whose requests are resolved to a tenant and a membership first."""
+    bp = Blueprint(name, import_name, url_prefix="/t/<tenant_slug>", **kwargs)
+    bp.url_value_preprocessor(_pull_tenant_slug)
+    bp.url_defaults(_push_tenant_slug)
+    bp.before_request(_resolve_tenant_member)
+    return bp
+
+
+def _pull_tenant_slug(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+    g.tenant_slug = (values or {}).pop("tenant_slug", None)
+
+
+def _push_tenant_slug(_endpoint: str, values: dict[str, Any]) -> None:
+    if "tenant_slug" not in values and getattr(g, "tenant_slug", None):
+        values["tenant_slug"] = g.tenant_slug
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(("/api/", "/t/")) and "/api/" in request.path
+
+
+def _resolve_tenant_member() -> Any:
+    """Resolve slug -> tenant and current user -> membership; anything else is a 404 (never a hint)."""
+    from app.accounts.models import Membership  # accounts builds on core
+    from app.tenancy.models import Tenant
+
+    if not current_user.is_authenticated:
+        if _wants_json():
+            abort(401)
+        return redirect(url_for("accounts.login", next=request.full_path))
+    db = current_db()
+    with control_session(db=db) as session:
+        row = session.execute(
+            select(Tenant.id, Tenant.slug, Tenant.status, Membership.id.label("member_id"), Membership.roles)
+            .join(Membership, Membership.tenant_id == Tenant.id)
+            .where(
+                Tenant.slug == g.tenant_slug,
+                Tenant.status.in_(("active", "read_only", "suspended")),
+                Membership.user_id == current_user.id,
+                Membership.active.is_(True),
+            )
+        ).first()
+    if row is None:
+        abort(404)
+    g.tenant = tenant_ref(row.id, db=db, slug=row.slug)
+    g.tenant_status = row.status
+    g.member_id = row.member_id
+    g.member_roles = list(row.roles)
+    g.permissions = permissions_of(g.member_roles)
+    view = current_app.view_functions.get(request.endpoint or "")
+    needed = view_permission(view) if view else None
+    if needed is None:
+        abort(500, description=f"route {request.endpoint} declares no permission")
+    if needed not in (PUBLIC, MEMBER) and needed not in g.permissions:
+        abort(403, description=f"your role does not allow this ({needed})")
+    return None
+
+
+def current_tenant() -> TenantRef:
+    """The tenant of this request (set by the tenant blueprint)."""
+    return g.tenant
+
+
+def problem(status: int, title: str, detail: str = "", **extra: Any) -> Any:
+    """An RFC 9457 problem document response."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    return response
+
+
+def app_url(endpoint: str, **values: Any) -> str:
+    """`url_for` that also works outside a request (CLI output)."""
+    with current_app.test_request_context():
+        return url_for(endpoint, **values)

@@ -1,0 +1,91 @@
+"""`batchline run`: the whole product on one machine (web, worker, scheduler), embedded services if needed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_EMAIL = "admin@demo.example.com"
+
+
+def _ensure_services() -> None:
+    """Start embedded PostgreSQL / Redis when no URL is configured, and export the URLs to child processes."""
+    from app.core.embedded import embedded_postgres_url, embedded_redis_url
+
+    instance = REPO_ROOT / "instance"
+    if not (os.environ.get("DATABASE_URL") or os.environ.get("BATCHLINE_DATABASE_URL")):
+        click.echo("DATABASE_URL unset: starting embedded PostgreSQL under instance/pg ...")
+        os.environ["DATABASE_URL"] = embedded_postgres_url(instance / "pg")
+    if not (os.environ.get("REDIS_URL") or os.environ.get("BATCHLINE_REDIS_URL")):
+        click.echo("REDIS_URL unset: starting embedded Redis under instance/redis ...")
+        os.environ["REDIS_URL"] = embedded_redis_url(instance / "redis")
+
+
+def _prepare_demo() -> tuple[str, str]:
+    """Migrate, create the demo tenant once, and return its admin credentials."""
+    from app.factory import create_app
+    from app.tenancy.migrate import upgrade_all_tenants
+    from app.tenancy.queries import tenant_by_slug
+    from app.tenancy.schema import upgrade_public
+    from app.tenancy.services import create_tenant
+
+    app = create_app()
+    creds = Path(app.instance_path) / "demo_credentials.txt"
+    with app.app_context():
+        db = app.extensions["batchline.db"]
+        with db.owner.connect() as conn, conn.begin():
+            upgrade_public(conn, db.roles, password=app.config["RUNTIME_DB_PASSWORD"])
+        upgrade_all_tenants(db, migrations_dir=app.config["TENANT_MIGRATIONS_DIR"], progress=click.echo)
+        slug = app.config["DEMO_TENANT"]
+        if tenant_by_slug(db, slug) is None:
+            made = create_tenant(db, slug=slug, name="Demo Biologics", admin_email=DEMO_EMAIL,
+                                 admin_name="Demo Admin")
+            creds.write_text(f"{DEMO_EMAIL}\n{made.admin_password or '(existing account password)'}\n")
+            creds.chmod(0o600)
+    db.dispose()
+    email, password = [*creds.read_text().splitlines(), "", ""][:2] if creds.exists() else (DEMO_EMAIL, "?")
+    return email, password
+
+
+@click.command("run")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--no-worker", is_flag=True, help="Do not start the RQ worker and scheduler.")
+def run_command(bind: str, no_worker: bool) -> None:
+    """Run web (gunicorn), an RQ worker and the scheduler, with a demo tenant."""
+    _ensure_services()
+    email, password = _prepare_demo()
+    exe = Path(sys.executable).parent
+    # S603: fixed argument lists naming this virtualenv's own executables; nothing comes from user input.
+    commands = [[str(exe / "gunicorn"), "-c", str(REPO_ROOT / "infra" / "gunicorn.conf.py"), "--bind", bind,
+                 "app.wsgi:app"]]
+    if not no_worker:
+        commands += [[str(exe / "batchline"), "worker"], [str(exe / "batchline"), "scheduler"]]
+    procs = [subprocess.Popen(argv, cwd=REPO_ROOT) for argv in commands]  # noqa: S603
+    click.echo("")
+    click.echo(f"Batchline is running: http://{bind}/login")
+    click.echo(f"  demo tenant: http://{bind}/t/demo/   sign in as {email} / {password}")
+    click.echo("  Ctrl-C stops everything.")
+
+    def stop(*_args: object) -> None:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while all(p.poll() is None for p in procs):
+        time.sleep(1)
+    click.echo("a child process exited; stopping", err=True)
+    stop()

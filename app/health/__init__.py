@@ -1,0 +1,1 @@
+"""Health area: liveness and readiness probes for the orchestrator."""

@@ -1,0 +1,1 @@
+"""Home area: the tenant's landing page."""

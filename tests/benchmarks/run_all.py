@@ -1,0 +1,31 @@
+"""Run every benchmark script (`bench_*.py`) in its own process and echo its `bench.NAME: VALUE UNIT` lines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parents[1])])}
+    failed = []
+    started = time.perf_counter()
+    for script in sorted(HERE.glob("bench_*.py")):
+        print(f"# {script.name}", flush=True)
+        # S603: runs this repository's own benchmark scripts with this interpreter.
+        done = subprocess.run([sys.executable, str(script)], env=env, check=False)  # noqa: S603
+        if done.returncode:
+            failed.append(script.name)
+    print(f"# all benchmarks took {time.perf_counter() - started:.0f}s", flush=True)
+    if failed:
+        print(f"# FAILED: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

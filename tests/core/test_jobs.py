@@ -1,0 +1,115 @@
+"""The outbox in front of RQ: rolled-back work never runs, committed work runs once, Redis outages delay only."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+from sqlalchemy import select
+
+from app.core.embedded import redis_server_binary
+from app.core.jobs import QUEUES, OutboxMessage, enqueue, job_id, redis_connection, relay_tenant, run_tenant_job
+from app.core.tenancy import tenant_transaction
+from app.factory import create_app
+
+
+def _burst(conn: redis.Redis) -> None:
+    SimpleWorker(list(QUEUES), connection=conn, serializer=JSONSerializer).work(burst=True)
+
+
+def test_job_enqueued_in_rolled_back_transaction_never_runs(app, make_tenant) -> None:
+    tenant = make_tenant()
+    queue = Queue("default", connection=redis_connection(), serializer=JSONSerializer)
+    before = queue.count
+    with pytest.raises(RuntimeError), tenant_transaction(tenant.ref) as session:
+        enqueue(session, "app.core.jobs:whoami")
+        raise RuntimeError("the unit of work fails after enqueueing")
+    assert queue.count == before
+    with tenant_transaction(tenant.ref) as session:
+        assert session.scalars(select(OutboxMessage)).all() == []
+
+
+def test_committed_job_runs_once_under_its_own_tenant(app, make_tenant) -> None:
+    tenant = make_tenant()
+    with tenant_transaction(tenant.ref) as session:
+        outbox_id = enqueue(session, "app.core.jobs:whoami").id
+    conn = redis_connection()
+    job = Queue("default", connection=conn, serializer=JSONSerializer).fetch_job(job_id(tenant.ref.id, outbox_id))
+    assert job is not None
+    _burst(conn)
+    with tenant_transaction(tenant.ref) as session:
+        row = session.get(OutboxMessage, outbox_id)
+        assert row.result == {"role": tenant.ref.role, "schema": tenant.ref.schema}
+        finished = row.finished_at
+    # A redelivery (killed worker, relay racing the web process) changes nothing.
+    assert run_tenant_job(tenant_id=tenant.ref.id, outbox_id=outbox_id) == row.result
+    with tenant_transaction(tenant.ref) as session:
+        assert session.get(OutboxMessage, outbox_id).finished_at == finished
+    # The relay does not push a dispatched row again.
+    assert relay_tenant(app, tenant.ref, min_age_s=0) == 0
+
+
+def test_failing_job_is_retried_and_its_error_is_visible(app, make_tenant) -> None:
+    tenant = make_tenant()
+    with tenant_transaction(tenant.ref) as session:
+        outbox_id = enqueue(session, "app.core.jobs:whoami").id
+        # Simulate a job whose function raises: point it at a path that is not a tenant job.
+        session.get(OutboxMessage, outbox_id).func = "app.core.jobs:enqueue"
+    _burst(redis_connection())
+    with tenant_transaction(tenant.ref) as session:
+        row = session.get(OutboxMessage, outbox_id)
+        assert row.finished_at is None
+        assert row.failures == 2  # first attempt + one retry (JOB_RETRY_INTERVALS=[0] in tests)
+        assert "not marked with @tenant_job" in row.last_error
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_job_enqueued_while_redis_is_down_runs_once_redis_is_back(app, make_tenant, database_url, tmp_path) -> None:
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    down_app = create_app({"DATABASE_URL": database_url, "REDIS_URL": url, "SECRET_KEY": "x" * 32,
+                           "JOB_RETRY_INTERVALS": [0]})
+    tenant = make_tenant()
+    with down_app.app_context(), tenant_transaction(tenant.ref) as session:
+        outbox_id = enqueue(session, "app.core.jobs:whoami").id  # commit succeeds; the push to Redis fails
+    with down_app.app_context(), tenant_transaction(tenant.ref) as session:
+        assert session.get(OutboxMessage, outbox_id).dispatched_at is None
+
+    server = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        conn = redis.Redis.from_url(url)
+        for _ in range(50):
+            try:
+                conn.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        assert relay_tenant(down_app, tenant.ref, min_age_s=0) == 1
+        with down_app.app_context():
+            _burst(conn)
+        with down_app.app_context(), tenant_transaction(tenant.ref) as session:
+            row = session.get(OutboxMessage, outbox_id)
+            assert row.finished_at is not None and row.result["schema"] == tenant.ref.schema
+    finally:
+        server.terminate()
+        server.wait(10)
+        down_app.extensions["batchline.db"].dispose()
+
+
+def test_only_marked_functions_can_be_enqueued(app, make_tenant) -> None:
+    tenant = make_tenant()
+    with pytest.raises(ValueError, match=r"app\.<module>"), tenant_transaction(tenant.ref) as session:
+        enqueue(session, "os:system")
+    with pytest.raises(ValueError, match="not marked"), tenant_transaction(tenant.ref) as session:
+        enqueue(session, "app.core.jobs:enqueue")

@@ -1,0 +1,134 @@
+"""Migrations: one head per tree, built == migrated, fleet upgrades that survive a failing tenant."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from app.core.tenancy import tenant_ref
+from app.tenancy.migrate import upgrade_all_tenants
+from app.tenancy.queries import tenant_rows
+from app.tenancy.schema import alembic_config, build_tenant_schema, create_tenant_role, migrate_tenant_schema
+from app.tenancy.services import drop_tenant
+
+CATALOG_QUERIES = {
+    "columns": """
+        SELECT table_name, column_name, data_type, is_nullable, column_default, is_identity,
+               character_maximum_length, numeric_precision
+        FROM information_schema.columns WHERE table_schema = :s""",
+    "constraints": """
+        SELECT rel.relname, con.conname, con.contype, pg_get_constraintdef(con.oid)
+        FROM pg_constraint con JOIN pg_class rel ON rel.oid = con.conrelid
+        JOIN pg_namespace ns ON ns.oid = rel.relnamespace WHERE ns.nspname = :s""",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = :s",
+    "triggers": """
+        SELECT event_object_table, trigger_name, event_manipulation, action_timing, action_statement
+        FROM information_schema.triggers WHERE trigger_schema = :s""",
+    "functions": """
+        SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p
+        JOIN pg_namespace ns ON ns.oid = p.pronamespace WHERE ns.nspname = :s""",
+    "privileges": """
+        SELECT table_name, privilege_type FROM information_schema.role_table_grants
+        WHERE table_schema = :s AND grantee = :r""",
+}
+
+
+def _snapshot(conn, schema: str, role: str) -> dict[str, list[tuple]]:
+    def norm(value):
+        return value.replace(schema, "<schema>").replace(role, "<role>") if isinstance(value, str) else value
+
+    return {
+        name: sorted(tuple(norm(v) for v in row) for row in conn.execute(text(q), {"s": schema, "r": role}))
+        for name, q in CATALOG_QUERIES.items()
+    }
+
+
+@pytest.mark.parametrize("tree", ["public", "tenant"])
+def test_single_head_per_tree(tree: str) -> None:
+    assert len(ScriptDirectory.from_config(alembic_config(tree)).get_heads()) == 1
+
+
+def test_tenant_schema_built_at_head_equals_migrated_from_base(db) -> None:
+    built, migrated = tenant_ref(900001, db=db), tenant_ref(900002, db=db)
+    with db.owner.connect() as conn:
+        trans = conn.begin()
+        try:
+            for ref in (built, migrated):
+                create_tenant_role(conn, ref, db.roles)
+            build_tenant_schema(conn, built)
+            conn.execute(text(f'CREATE SCHEMA "{migrated.schema}"'))
+            migrate_tenant_schema(conn, migrated)
+            a = _snapshot(conn, built.schema, built.role)
+            b = _snapshot(conn, migrated.schema, migrated.role)
+        finally:
+            trans.rollback()  # roles and schemas are transactional: nothing is left behind
+    assert a["columns"], "snapshot saw no tables"
+    for key in CATALOG_QUERIES:
+        assert a[key] == b[key], f"built and migrated schemas differ in {key}"
+
+
+def _migrations_with_new_revision(tmp_path: Path, body: str) -> str:
+    directory = tmp_path / "tenant-migrations"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "migrations" / "tenant", directory)
+    head = ScriptDirectory.from_config(alembic_config("tenant")).get_current_head()
+    (directory / "versions" / "20991231_2359_t9999_probe.py").write_text(textwrap.dedent(f'''
+        """Test-only revision."""
+        import sqlalchemy as sa
+        from alembic import op
+
+        revision = "t9999"
+        down_revision = "{head}"
+        branch_labels = None
+        depends_on = None
+
+
+        def upgrade() -> None:
+        {textwrap.indent(textwrap.dedent(body), "    ")}
+
+
+        def downgrade() -> None:
+            op.drop_table("upgrade_probe")
+    '''))
+    return str(directory)
+
+
+def test_upgrade_all_survives_a_failing_tenant_and_resumes(db, make_tenant, tmp_path) -> None:
+    tenants = [make_tenant(f"fleet-{i:02d}") for i in range(50)]
+    broken = tenants[17]
+    migrations = _migrations_with_new_revision(
+        tmp_path, 'op.create_table("upgrade_probe", sa.Column("id", sa.BigInteger, primary_key=True))'
+    )
+    try:
+        with db.owner.begin() as conn:  # make one tenant fail: the table the migration creates already exists
+            conn.execute(text(f'CREATE TABLE "{broken.ref.schema}".upgrade_probe (x int)'))
+        lines: list[str] = []
+        report = upgrade_all_tenants(db, jobs=4, migrations_dir=migrations, progress=lines.append)
+        fleet = {t.ref.slug for t in tenants}
+        assert set(report.upgraded) >= fleet - {broken.ref.slug}
+        assert set(report.failed) == {broken.ref.slug}
+        assert "upgrade_probe" in report.failed[broken.ref.slug]
+        assert any("FAILED" in line for line in lines)
+        rows = {r["slug"]: r for r in tenant_rows(db)}
+        assert rows[broken.ref.slug]["revision"] != "t9999"
+        assert "upgrade_probe" in rows[broken.ref.slug]["last_migration_error"]
+        assert all(rows[s]["revision"] == "t9999" for s in fleet - {broken.ref.slug})
+        with db.owner.connect() as conn:  # the failed tenant's transaction left nothing half-done
+            assert conn.execute(text(
+                "SELECT version_num FROM " + f'"{broken.ref.schema}".alembic_version')).scalar() != "t9999"
+
+        with db.owner.begin() as conn:  # the fix
+            conn.execute(text(f'DROP TABLE "{broken.ref.schema}".upgrade_probe'))
+        rerun = upgrade_all_tenants(db, jobs=4, migrations_dir=migrations)
+        assert rerun.upgraded == [broken.ref.slug] and rerun.ok
+        assert set(rerun.skipped) >= fleet - {broken.ref.slug}
+        rows = {r["slug"]: r for r in tenant_rows(db)}
+        assert rows[broken.ref.slug]["revision"] == "t9999"
+        assert rows[broken.ref.slug]["last_migration_error"] is None
+    finally:
+        for t in tenants:  # leave no tenant at a revision the real tree does not know
+            drop_tenant(db, slug=t.ref.slug)
