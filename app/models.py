@@ -4,8 +4,9 @@ Add a line here when an area gains a `models.py`.
 """
 
 from app.accounts import models as accounts_models
+from app.audit import models as audit_models
 from app.core import jobs as core_jobs
 from app.core.db import PublicBase, TenantBase
 from app.tenancy import models as tenancy_models
 
-__all__ = ["PublicBase", "TenantBase", "accounts_models", "core_jobs", "tenancy_models"]
+__all__ = ["PublicBase", "TenantBase", "accounts_models", "audit_models", "core_jobs", "tenancy_models"]

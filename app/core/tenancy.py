@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who acts in a unit of work, and from where (audit events and signatures are attributed to it)."""
+
+    member_id: int | None
+    label: str
+    request_id: str | None = None
+    client_addr: str | None = None
+
+
+SYSTEM_ACTOR = Actor(member_id=None, label="system")
+
+
+@dataclass(frozen=True)
 class TenantRef:
     """Where a tenant lives: its id, schema and role (the tenant directory entry)."""
 
@@ -49,7 +62,8 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
 
 @contextmanager
-def tenant_transaction(tenant: TenantRef | int, *, db: Database | None = None) -> Iterator[Session]:
+def tenant_transaction(tenant: TenantRef | int, *, db: Database | None = None,
+                       actor: Actor | None = None) -> Iterator[Session]:
     """Open a session bound to one tenant, in one transaction; commit on success, roll back on error."""
     db = db or current_db()
     ref = tenant if isinstance(tenant, TenantRef) else tenant_ref(tenant, db=db)
@@ -57,6 +71,7 @@ def tenant_transaction(tenant: TenantRef | int, *, db: Database | None = None) -
         conn = conn.execution_options(schema_translate_map={None: ref.schema})
         session = Session(bind=conn, expire_on_commit=False, autoflush=True)
         session.info["tenant"] = ref
+        session.info["actor"] = actor or SYSTEM_ACTOR
         try:
             with conn.begin():
                 conn.execute(text(f"SET LOCAL ROLE {quote_ident(ref.role)}"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -10,7 +11,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from app.core.permissions import permissions_of
-from app.core.tenancy import TenantRef, control_session, current_db, tenant_ref
+from app.core.tenancy import Actor, TenantRef, control_session, current_db, tenant_ref
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,6 +93,13 @@ def _resolve_tenant_member() -> Any:
     if needed not in (PUBLIC, MEMBER) and needed not in g.permissions:
         abort(403, description=f"your role does not allow this ({needed})")
     return None
+
+
+def request_actor() -> Actor:
+    """The signed-in member acting in this request, for audit events and signatures."""
+    request_id = request.headers.get("X-Request-Id") or g.setdefault("request_id", uuid.uuid4().hex)
+    return Actor(member_id=g.member_id, label=f"{current_user.name} <{current_user.email}>"[:300],
+                 request_id=request_id[:64], client_addr=(request.remote_addr or "")[:64] or None)
 
 
 def current_tenant() -> TenantRef:

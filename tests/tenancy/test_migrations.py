@@ -40,7 +40,10 @@ CATALOG_QUERIES = {
 
 def _snapshot(conn, schema: str, role: str) -> dict[str, list[tuple]]:
     def norm(value):
-        return value.replace(schema, "<schema>").replace(role, "<role>") if isinstance(value, str) else value
+        # Catalog text qualifies names outside the current search_path: drop the qualifier, then the name.
+        if not isinstance(value, str):
+            return value
+        return value.replace(f"{schema}.", "").replace(schema, "<schema>").replace(role, "<role>")
 
     return {
         name: sorted(tuple(norm(v) for v in row) for row in conn.execute(text(q), {"s": schema, "r": role}))

@@ -1,0 +1,157 @@
+"""Audit trail tables and the triggers that make them append-only and hash-chained."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DDL, BigInteger, CheckConstraint, FetchedValue, String, Text, event, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import TenantBase
+
+GENESIS_HASH = "0" * 64
+
+#: The canonical text of an event is PostgreSQL's own jsonb rendering of these fields, with the time in UTC
+#: at microsecond precision: independent of the session's TimeZone and of any client library.
+CANONICAL_SQL = """
+CREATE FUNCTION audit_canonical(e audit_events) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object(
+    'seq', e.seq,
+    'occurred_at', to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'actor_member_id', e.actor_member_id,
+    'actor_label', e.actor_label,
+    'action', e.action,
+    'record_type', e.record_type,
+    'record_id', e.record_id,
+    'old', e.old_values,
+    'new', e.new_values,
+    'reason', e.reason,
+    'request_id', e.request_id,
+    'client_addr', e.client_addr
+  )::text
+$$
+"""
+
+#: Assign seq / prev_hash / hash from the chain head. The head row is locked for the rest of the transaction
+#: (concurrent writers in one tenant queue here; other tenants have their own head). Within a transaction the
+#: head travels in a transaction-local setting, and one statement-level trigger writes it back, so a bulk
+#: insert does not update the head row once per event.
+CHAIN_SQL = """
+CREATE FUNCTION audit_chain() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  head text := current_setting('batchline.audit_head', true);
+  prev_seq bigint;
+  prev_hash text;
+BEGIN
+  IF head IS NULL OR head = '' THEN
+    SELECT h.seq, h.hash INTO prev_seq, prev_hash FROM audit_head h WHERE h.id = 1 FOR UPDATE;
+  ELSE
+    prev_seq := split_part(head, ':', 1)::bigint;
+    prev_hash := split_part(head, ':', 2);
+  END IF;
+  NEW.seq := prev_seq + 1;
+  NEW.occurred_at := now();
+  NEW.prev_hash := prev_hash;
+  NEW.hash := encode(sha256(convert_to(prev_hash || audit_canonical(NEW), 'UTF8')), 'hex');
+  PERFORM set_config('batchline.audit_head', NEW.seq || ':' || NEW.hash, true);
+  RETURN NEW;
+END
+$$
+"""
+
+SAVE_HEAD_SQL = """
+CREATE FUNCTION audit_save_head() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  head text := current_setting('batchline.audit_head', true);
+BEGIN
+  IF head IS NOT NULL AND head <> '' THEN
+    UPDATE audit_head SET seq = split_part(head, ':', 1)::bigint, hash = split_part(head, ':', 2) WHERE id = 1;
+  END IF;
+  RETURN NULL;
+END
+$$
+"""
+
+REFUSE_SQL = """
+CREATE FUNCTION audit_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'audit trail is append-only: % refused on %', TG_OP, TG_TABLE_NAME
+    USING ERRCODE = 'insufficient_privilege';
+END
+$$
+"""
+
+TRIGGERS_SQL = [
+    "CREATE TRIGGER audit_events_chain BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_chain()",
+    "CREATE TRIGGER audit_events_save_head AFTER INSERT ON audit_events FOR EACH STATEMENT "
+    "EXECUTE FUNCTION audit_save_head()",
+    "CREATE TRIGGER audit_events_no_update BEFORE UPDATE OR DELETE ON audit_events FOR EACH ROW "
+    "EXECUTE FUNCTION audit_refuse_change()",
+    "CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events FOR EACH STATEMENT "
+    "EXECUTE FUNCTION audit_refuse_change()",
+]
+
+
+class AuditHead(TenantBase):
+    """The chain head: the last sequence number and hash (a cache; verification never trusts it)."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    #: Always 1.
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    #: Sequence number of the last event (0 before the first).
+    seq: Mapped[int] = mapped_column(BigInteger)
+    #: SHA-256 (hex) of the last event.
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEvent(TenantBase):
+    """One audit event. Inserted only; seq, time and hashes are assigned by the database trigger."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = {"info": {"privileges": "append_only"}}
+
+    #: Gapless sequence number within the tenant (assigned by the trigger).
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False, server_default=FetchedValue())
+    #: Database server time (UTC) of the transaction that recorded the event.
+    occurred_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+    #: Membership that acted (None for the system: jobs, sensors).
+    actor_member_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: Who acted as a person reads it, frozen at the time (name and email, or `system:<job>`).
+    actor_label: Mapped[str] = mapped_column(String(300))
+    #: create / correct / status_change / delete_attempt / sign / ... .
+    action: Mapped[str] = mapped_column(String(40))
+    #: Kind of GMP record (e.g. `equipment`, `lot`, `batch_entry`).
+    record_type: Mapped[str] = mapped_column(String(60))
+    #: Id of the record (text: some records have composite or external ids).
+    record_id: Mapped[str] = mapped_column(String(100))
+    #: Values before the change (None for a create).
+    old_values: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    #: Values after the change.
+    new_values: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    #: Why (required for corrections and status changes).
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: Request id of the web request or job that recorded it.
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    #: Client address of the request.
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    #: Hash of the previous event (genesis: 64 zeros).
+    prev_hash: Mapped[str] = mapped_column(String(64), server_default=text("''"))
+    #: SHA-256 of prev_hash + canonical text of this event.
+    hash: Mapped[str] = mapped_column(String(64), server_default=text("''"))
+
+
+INSTALL_SQL = [CANONICAL_SQL, CHAIN_SQL, SAVE_HEAD_SQL, REFUSE_SQL, *TRIGGERS_SQL]
+SEED_HEAD_SQL = f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS_HASH}')"
+
+# `create_all` builds new tenants at head: the same DDL as the migration, attached to the tables.
+for _statement in INSTALL_SQL:
+    event.listen(AuditEvent.__table__, "after_create", DDL(_statement.replace("%", "%%")))
+event.listen(AuditHead.__table__, "after_create", DDL(SEED_HEAD_SQL))
