@@ -9,6 +9,7 @@ from sqlalchemy import DDL, BigInteger, CheckConstraint, FetchedValue, String, T
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.audit.registry import install_gmp_functions
 from app.core.db import TenantBase
 
 GENESIS_HASH = "0" * 64
@@ -102,7 +103,7 @@ class AuditHead(TenantBase):
     """The chain head: the last sequence number and hash (a cache; verification never trusts it)."""
 
     __tablename__ = "audit_head"
-    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"), {"info": {"gmp": False}})
 
     #: Always 1.
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
@@ -116,7 +117,7 @@ class AuditEvent(TenantBase):
     """One audit event. Inserted only; seq, time and hashes are assigned by the database trigger."""
 
     __tablename__ = "audit_events"
-    __table_args__ = {"info": {"privileges": "append_only"}}
+    __table_args__ = {"info": {"privileges": "append_only", "gmp": False}}
 
     #: Gapless sequence number within the tenant (assigned by the trigger).
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False, server_default=FetchedValue())
@@ -151,6 +152,7 @@ class AuditEvent(TenantBase):
 INSTALL_SQL = [CANONICAL_SQL, CHAIN_SQL, SAVE_HEAD_SQL, REFUSE_SQL, *TRIGGERS_SQL]
 SEED_HEAD_SQL = f"INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{GENESIS_HASH}')"  # noqa: S608 (a constant, no input)
 
+install_gmp_functions(TenantBase.metadata)
 # `create_all` builds new tenants at head: the same DDL as the migration, attached to the tables.
 for _statement in INSTALL_SQL:
     event.listen(AuditEvent.__table__, "after_create", DDL(_statement.replace("%", "%%")))

@@ -37,6 +37,11 @@ def _plain(values: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if values is None else json.loads(json.dumps(values, default=_jsonable))
 
 
+def plain_json(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Values reduced to plain JSON types exactly as the audit trail stores them (dates ISO, decimals as text)."""
+    return _plain(values)
+
+
 def current_actor(session: Session) -> Actor:
     """The actor of the session's unit of work (set by `tenant_transaction(..., actor=...)`), or the system."""
     return session.info.get("actor") or SYSTEM_ACTOR

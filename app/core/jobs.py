@@ -43,7 +43,8 @@ class OutboxMessage(CreatedAt, TenantBase):
     """A job to run once the transaction that wrote it has committed."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL")),)
+    __table_args__ = (Index("ix_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL")),
+                      {"info": {"gmp": False}})
 
     #: Also the idempotency key of the job.
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
