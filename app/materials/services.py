@@ -16,6 +16,15 @@ from sqlalchemy.orm import Session
 
 from app.audit.services import current_actor, record
 from app.core.errors import Conflict, NotFound, ValidationError
+from app.core.validation import (
+    clean_choice,
+    clean_code,
+    clean_date,
+    clean_decimal,
+    clean_int,
+    clean_text,
+    db_now,
+)
 from app.materials.models import (
     LOT_STATUSES,
     LOT_TRANSITIONS,
@@ -26,15 +35,6 @@ from app.materials.models import (
     Material,
 )
 from app.materials.usability import lot_usable
-from app.plant.services import (
-    clean_choice,
-    clean_code,
-    clean_date,
-    clean_decimal,
-    clean_int,
-    clean_text,
-    db_now,
-)
 
 
 def _actor(session: Session) -> tuple[int | None, str]:
