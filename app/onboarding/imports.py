@@ -231,8 +231,16 @@ def _material_id(session: Session, code: str) -> int:
     return found
 
 
+def _show(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
+    if isinstance(value, date):
+        return value.isoformat()
+    return "(empty)" if value in (None, "") else str(value)
+
+
 def _differs(pairs: list[tuple[str, Any, Any]]) -> list[str]:
-    return [f"{name} is {stored!r} in the system, {given!r} in the file" for name, stored, given in pairs
+    return [f"{name} is {_show(stored)} in the system, {_show(given)} in the file" for name, stored, given in pairs
             if stored != given]
 
 
