@@ -115,7 +115,7 @@ def test_clean_file_imports_everything_once(client, make_tenant) -> None:
 
 
 def test_changed_values_on_reimport_are_errors_not_silent_updates(client, make_tenant) -> None:
-    tenant, line = _setup(client, make_tenant)
+    tenant, _ = _setup(client, make_tenant)
     with tenant_transaction(tenant.ref, actor=ALICE) as session:
         material = make_material(session, code="RM-9", unit="kg")
     header = "lot_number,material_code,quantity,received_on,supplier,supplier_lot\n"
