@@ -32,8 +32,14 @@ def _blueprints() -> list[Any]:
     from app.health.views import bp as health_bp
     from app.home.views import bp as home_bp
     from app.jobs.views import bp as jobs_bp
+    from app.materials.api import bp as materials_api_bp
+    from app.materials.views import bp as materials_bp
+    from app.onboarding.views import bp as onboarding_bp
+    from app.plant.api import bp as plant_api_bp
+    from app.plant.views import bp as plant_bp
 
-    return [health_bp, accounts_bp, home_bp, jobs_bp]
+    return [health_bp, accounts_bp, home_bp, jobs_bp, plant_bp, plant_api_bp, materials_bp, materials_api_bp,
+            onboarding_bp]
 
 
 def _secret_key(instance: Path) -> str:
