@@ -8,6 +8,8 @@ from app.audit import models as audit_models
 from app.core import jobs as core_jobs
 from app.core.db import PublicBase, TenantBase
 from app.esign import models as esign_models
+from app.recipes import models as recipes_models
 from app.tenancy import models as tenancy_models
 
-__all__ = ["PublicBase", "TenantBase", "accounts_models", "audit_models", "core_jobs", "esign_models", "tenancy_models"]
+__all__ = ["PublicBase", "TenantBase", "accounts_models", "audit_models", "core_jobs", "esign_models", "recipes_models",
+           "tenancy_models"]
