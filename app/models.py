@@ -5,6 +5,7 @@ Add a line here when an area gains a `models.py`.
 
 from app.accounts import models as accounts_models
 from app.audit import models as audit_models
+from app.batches import models as batches_models
 from app.core import jobs as core_jobs
 from app.core.db import PublicBase, TenantBase
 from app.esign import models as esign_models
@@ -14,5 +15,5 @@ from app.plant import models as plant_models
 from app.recipes import models as recipes_models
 from app.tenancy import models as tenancy_models
 
-__all__ = ["PublicBase", "TenantBase", "accounts_models", "audit_models", "core_jobs", "esign_models",
+__all__ = ["PublicBase", "TenantBase", "accounts_models", "audit_models", "batches_models", "core_jobs", "esign_models",
            "materials_models", "onboarding_models", "plant_models", "recipes_models", "tenancy_models"]

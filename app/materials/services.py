@@ -161,17 +161,24 @@ def _move(session: Session, lot: Lot, *, kind: str, quantity: Decimal, batch_num
 
 
 def consume_lot(session: Session, *, lot_id: int, quantity: Any, batch_number: str,
-                material_id: int | None = None) -> LotMovement:
-    """Consume from a lot into a batch (genealogy: lot -> batch) after the lot gate says it is usable."""
+                material_id: int | None = None, override: bool = False) -> LotMovement:
+    """Consume from a lot into a batch (genealogy: lot -> batch) after the lot gate says it is usable.
+
+    `override=True` is for the batch engine once a supervisor has signed an override of the gate: the lot is
+    consumed (so genealogy shows it) and the reasons are written on the movement; a balance can still never go
+    negative.
+    """
     qty = clean_decimal(quantity, "quantity", positive=True)
     assert qty is not None  # noqa: S101
     batch = clean_code(batch_number, "batch number", max_len=60)
     lot = locked_lot(session, lot_id)
     expected = _material(session, material_id) if material_id is not None else lot.material
     verdict = lot_usable(lot, expected, qty, db_now(session))
-    if not verdict.usable:
-        raise Conflict("; ".join(r.message for r in verdict.reasons))
-    return _move(session, lot, kind="consume", quantity=-qty, batch_number=batch, reason="")
+    blocking = [r for r in verdict.reasons if not override or r.code == "insufficient_quantity"]
+    if blocking:
+        raise Conflict("; ".join(r.message for r in blocking))
+    reason = ("supervisor override: " + "; ".join(r.message for r in verdict.reasons)) if verdict.reasons else ""
+    return _move(session, lot, kind="consume", quantity=-qty, batch_number=batch, reason=reason)
 
 
 def adjust_lot(session: Session, *, lot_id: int, quantity: Any, reason: str) -> LotMovement:
