@@ -369,6 +369,8 @@ def skip_step(session: Session, *, batch_id: int, step_id: int, reason: str) -> 
     record(session, action="status_change", record_type=STEP_RECORD, record_id=step.id, old={"status": "pending"},
            new={"status": "skipped"}, reason=reason)
     add_event(session, ctx.batch, "step_skipped", step_id=step.id, reason=reason, details={"phase": step.phase_key})
+    _let_go_of_equipment(session, ctx.batch, ctx.doc)
+    session.flush()
     return step
 
 
