@@ -52,16 +52,17 @@ def _serializer(app: Flask | None = None) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(app.config["SECRET_KEY"], salt="batchline-signup-verify")
 
 
-def verification_token(signup_id: int) -> str:
-    """A signed, timestamped token naming the sign-up (the mail link carries it)."""
-    return _serializer().dumps({"s": int(signup_id)})
+def verification_token(signup: Signup) -> str:
+    """A signed, timestamped token naming the sign-up and its link generation (a resend kills older links)."""
+    return _serializer().dumps({"s": int(signup.id), "e": int(signup.expires_at.timestamp())})
 
 
-def read_verification_token(token: str) -> int:
-    """The sign-up id in a valid token; raise `SignupLinkError` for an expired or forged one."""
+def read_verification_token(token: str) -> tuple[int, int]:
+    """(sign-up id, link generation) of a valid token; raise `SignupLinkError` for an expired or forged one."""
     max_age = int(current_app.config["SIGNUP_VERIFY_MAX_AGE_S"])
     try:
-        return int(_serializer().loads(token, max_age=max_age)["s"])
+        data = _serializer().loads(token, max_age=max_age)
+        return int(data["s"]), int(data["e"])
     except SignatureExpired:
         raise SignupLinkError("This verification link has expired.", expired=True) from None
     except (BadSignature, KeyError, TypeError, ValueError):
@@ -103,14 +104,19 @@ def create_signup(session: Session, *, company_name: str, slug: str, admin_name:
     problem = slug_problem(session, slug)
     if problem:
         raise Conflict(problem)
-    max_age = int(current_app.config["SIGNUP_VERIFY_MAX_AGE_S"])
     signup = Signup(company_name=company_name, slug=slug, admin_name=admin_name, email=email,
                     password_hash=hash_password(password), plan=plan, status="pending",
                     steps=[{"key": k, "label": label, "state": "waiting"} for k, label in _all_steps()],
-                    expires_at=func.now() + timedelta(seconds=max_age))
+                    expires_at=_link_expiry(session))
     session.add(signup)
     session.flush()
     return signup
+
+
+def _link_expiry(session: Session) -> Any:
+    """Until when a link sent now works, by the database clock, to the second (links carry it)."""
+    moment = session.execute(select(func.date_trunc("second", func.now()))).scalar_one()
+    return moment + timedelta(seconds=int(current_app.config["SIGNUP_VERIFY_MAX_AGE_S"]))
 
 
 def _all_steps() -> list[tuple[str, str]]:
@@ -141,16 +147,18 @@ def renew_pending(session: Session, *, email: str) -> Signup | None:
     if problem:
         raise Conflict(f"{problem} Please sign up again with another name.")
     signup.status = "pending"
-    signup.expires_at = func.now() + timedelta(seconds=int(current_app.config["SIGNUP_VERIFY_MAX_AGE_S"]))
+    signup.expires_at = _link_expiry(session)
     session.flush()
     return signup
 
 
-def verify_signup(session: Session, *, signup_id: int) -> Signup:
+def verify_signup(session: Session, *, signup_id: int, generation: int) -> Signup:
     """Mark the email verified and queue provisioning (once; a second click changes nothing)."""
     signup = session.scalar(select(Signup).where(Signup.id == signup_id).with_for_update())
     if signup is None:
         raise NotFound("This sign-up does not exist.")
+    if int(signup.expires_at.timestamp()) != generation:
+        raise SignupLinkError("This link was replaced by a newer one: use the link in the latest mail.", expired=True)
     if signup.status == "pending":
         if session.scalar(select(Signup.expires_at <= func.now()).where(Signup.id == signup_id)):
             raise SignupLinkError("This verification link has expired.", expired=True)

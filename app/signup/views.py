@@ -22,8 +22,8 @@ onboarding_bp = tenant_blueprint("onboarding", __name__, template_folder="templa
 _FIELDS = ("company_name", "slug", "admin_name", "email", "plan")
 
 
-def _verify_link(signup_id: int) -> str:
-    token = services.verification_token(signup_id)
+def _verify_link(signup: Signup) -> str:
+    token = services.verification_token(signup)
     base = current_app.config.get("PUBLIC_BASE_URL")
     if base:
         return base.rstrip("/") + url_for("signup.verify", token=token)
@@ -52,7 +52,7 @@ def submit() -> Any:
         with control_session() as db_session:
             signup = services.create_signup(db_session, password=request.form.get("password") or "", **values)
             signup_id, email = signup.id, signup.email
-            services.send_verification_mail(signup, _verify_link(signup.id))
+            services.send_verification_mail(signup, _verify_link(signup))
     except BatchlineError as exc:
         return _form_page(values, str(exc), exc.status_code)
     hint = str(mail_dir()) if backend_name() == "file" else ""
@@ -78,7 +78,7 @@ def resend() -> Any:
         with control_session() as db_session:
             signup = services.renew_pending(db_session, email=email)
             if signup is not None:
-                services.send_verification_mail(signup, _verify_link(signup.id))
+                services.send_verification_mail(signup, _verify_link(signup))
     except BatchlineError as exc:
         return render_template("signup/link_problem.html", message=str(exc), expired=False), exc.status_code
     # Same answer whether or not the address is known: nobody learns who signed up.
@@ -90,9 +90,9 @@ def resend() -> Any:
 def verify(token: str) -> Any:
     """The link in the mail: verify the address, start provisioning, show its progress."""
     try:
-        signup_id = services.read_verification_token(token)
+        signup_id, generation = services.read_verification_token(token)
         with control_session() as db_session:
-            signup = services.verify_signup(db_session, signup_id=signup_id)
+            signup = services.verify_signup(db_session, signup_id=signup_id, generation=generation)
             status = signup.status
     except services.SignupLinkError as exc:
         return render_template("signup/link_problem.html", message=str(exc), expired=exc.expired), 410 \
