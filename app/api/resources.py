@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import any_, select
 
 from app.accounts.models import Membership, User
 from app.api.registry import operation, paginate
@@ -125,7 +125,7 @@ def list_members(principal: ApiPrincipal, *, query: MemberQuery) -> dict[str, An
     """Members of the tenant, filterable by role and active state."""
     stmt = _members(principal.tenant.id)
     if query.role:
-        stmt = stmt.where(Membership.roles.any(query.role))
+        stmt = stmt.where(any_(Membership.roles) == query.role)
     if query.active is not None:
         stmt = stmt.where(Membership.active.is_(query.active))
     with control_session() as session:

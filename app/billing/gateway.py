@@ -84,8 +84,8 @@ class StripeGateway:
         item_id = current["items"]["data"][0]["id"]
         return self.client.v1.subscriptions.update(
             subscription_id,
-            params={"items": [{"id": item_id, self.price_param: price}],  # type: ignore[misc]
-                    "proration_behavior": "create_prorations"},
+            # Stripe prorates by default (`create_prorations`); not naming it keeps localstripe compatible.
+            params={"items": [{"id": item_id, self.price_param: price}]},  # type: ignore[misc]
             options=self._opts(key),
         ).to_dict()
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import func, select, text, update
+from sqlalchemy import any_, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -159,7 +159,7 @@ def _admin_contact(session: Session, tenant_id: int) -> tuple[str, str]:
     row = session.execute(
         select(User.email, Tenant.name).join(Membership, Membership.user_id == User.id)
         .join(Tenant, Tenant.id == Membership.tenant_id)
-        .where(Membership.tenant_id == tenant_id, Membership.roles.any("Admin"))
+        .where(Membership.tenant_id == tenant_id, any_(Membership.roles) == "Admin")
         .order_by(Membership.id).limit(1)
     ).first()
     if row is None:
