@@ -113,7 +113,12 @@ def _register_errors(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
         if wants_json():
-            return problem(status, exc.name, exc.description or "")
+            response = problem(status, exc.name, exc.description or "")
+            # Keep the exception's own headers (Allow on a 405, Retry-After on a 429, WWW-Authenticate).
+            for name, value in exc.get_headers():
+                if name.lower() != "content-type":
+                    response.headers[name] = value
+            return response
         return render_template("error.html", status=status, message=exc.description), status
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import email
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from flask import Flask
+from werkzeug.serving import make_server
 
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
@@ -34,3 +40,16 @@ def last_verification_link(directory: Path, to: str) -> str:
             assert match, "no verification link in the mail"
             return match.group(0)
     raise AssertionError(f"no mail to {to}")
+
+
+@contextmanager
+def live_server(app: Flask) -> Iterator[str]:
+    """Serve the app over real HTTP on a free loopback port, in a thread; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -61,6 +61,7 @@ class Operation:
 
 
 OPERATIONS: list[Operation] = []
+MAX_ID = 2**63 - 1
 
 
 def _validation_problem(exc: pydantic.ValidationError, where: str) -> ApiError:
@@ -117,6 +118,9 @@ def operation(method: str, rule: str, *, summary: str, permission: str,
             principal = authenticate(permission)
             if method not in SAFE_METHODS and principal.tenant_status == "read_only" and not read_only_ok:
                 raise ApiError(402, "Workspace is read-only", READ_ONLY_MESSAGE)
+            for name, value in path_values.items():
+                if isinstance(value, int) and value > MAX_ID:  # ids are BIGINT: larger ones exist nowhere
+                    raise ApiError(404, "Not Found", f"no record with {name} {value}")
             kwargs: dict[str, Any] = dict(path_values)
             if query is not None:
                 try:
