@@ -10,10 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
-from werkzeug.serving import make_server
-
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from werkzeug.serving import make_server
 
 from app.core.jobs import QUEUES, redis_connection
 

@@ -31,7 +31,7 @@ def main() -> None:
     env = {**os.environ, "DATABASE_URL": db.owner.url.render_as_string(hide_password=False),
            "REDIS_URL": app.config["REDIS_URL"], "BATCHLINE_SECRET_KEY": app.config["SECRET_KEY"]}
     # S603: this interpreter running our own CLI.
-    worker = subprocess.Popen([sys.executable, "-c", "from app.cli import cli; cli()", "worker"],  # noqa: S603
+    worker = subprocess.Popen([sys.executable, "-c", "from app.cli import cli; cli()", "worker"],
                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(3)  # the worker is up before anyone clicks (as in production)

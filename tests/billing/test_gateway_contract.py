@@ -26,7 +26,7 @@ def recorded_stripe():
     seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's API)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
             seen.append({"path": self.path, "headers": dict(self.headers), "form": parse_qs(body)})
             name = ROUTES.get(self.path)

@@ -10,12 +10,11 @@ from sqlalchemy import func, update
 
 from app.billing import services
 from app.billing.models import Subscription
-from app.billing.plans import catalogue
+from app.billing.plans import REPO_ROOT, catalogue
 from app.core.errors import PaymentRequired
 from app.core.tenancy import control_session
-from app.tenancy.models import Tenant
-from app.billing.plans import REPO_ROOT
 from app.core.web import write_refused_in_read_only
+from app.tenancy.models import Tenant
 from tests.conftest import csrf_token, sign_in
 
 

@@ -64,9 +64,9 @@ def test_subscribe_creates_customer_and_subscription(billing_on, make_tenant, st
     assert remote["items"]["data"][0]["plan"]["id"] == "batchline-starter-2026"
     customer = stripe_client.v1.customers.retrieve(sub.stripe_customer_id).to_dict()
     assert customer["email"] == tenant.admin_email
-    with control_session() as session:  # a second subscribe is refused, not a second subscription
-        with pytest.raises(Conflict, match="already has a subscription"):
-            services.subscribe(session, tenant_id=tenant.ref.id, plan="growth", operation_id="op-again")
+    # A second subscribe is refused, not a second subscription.
+    with control_session() as session, pytest.raises(Conflict, match="already has a subscription"):
+        services.subscribe(session, tenant_id=tenant.ref.id, plan="growth", operation_id="op-again")
 
 
 def test_upgrade_then_downgrade_below_usage_is_refused(billing_on, make_tenant, stripe_client) -> None:

@@ -64,7 +64,7 @@ def test_visitor_signs_up_verifies_and_lands_in_onboarding(app, client, mailbox)
     signup_id = int(re.search(r'data-status-url="/signup/(\d+)/status"', page.get_data(as_text=True)).group(1))
     status = client.get(f"/signup/{signup_id}/status").get_json()
     assert status["status"] == "verified"
-    assert [s["state"] for s in status["steps"]][0] == "done"
+    assert status["steps"][0]["state"] == "done"
 
     run_jobs()  # the provisioning job, through a real RQ worker
 
