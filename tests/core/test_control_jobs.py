@@ -66,3 +66,43 @@ def test_redelivered_control_job_returns_the_first_result(app, make_tenant) -> N
     assert run_control_job(outbox_id=outbox_id) == first
     with control_session() as session:
         assert session.get(ControlOutboxMessage, outbox_id).finished_at == finished
+
+
+def test_smtp_backend_delivers_to_a_real_smtp_server(app, monkeypatch) -> None:
+    """A minimal SMTP server on loopback (RFC 5321 happy path) receives what smtplib sends."""
+    import socketserver
+    import threading
+
+    received: list[bytes] = []
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            self.wfile.write(b"220 test ESMTP\r\n")
+            while line := self.rfile.readline():
+                verb = line[:4].upper()
+                if verb in (b"EHLO", b"HELO"):
+                    self.wfile.write(b"250 test\r\n")
+                elif verb == b"DATA":
+                    self.wfile.write(b"354 go ahead\r\n")
+                    body = b""
+                    while (chunk := self.rfile.readline()) != b".\r\n":
+                        body += chunk
+                    received.append(body)
+                    self.wfile.write(b"250 queued\r\n")
+                elif verb == b"QUIT":
+                    self.wfile.write(b"221 bye\r\n")
+                    return
+                else:  # MAIL FROM, RCPT TO, RSET, NOOP
+                    self.wfile.write(b"250 ok\r\n")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setitem(app.config, "MAIL_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setitem(app.config, "MAIL_SMTP_PORT", server.server_address[1])
+        send_mail(to="founder@example.com", subject="Confirm your Batchline sign-up", body="Click the link.")
+    finally:
+        server.shutdown()
+        server.server_close()
+    [message] = received
+    assert b"To: founder@example.com" in message and b"Click the link." in message
