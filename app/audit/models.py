@@ -57,8 +57,23 @@ BEGIN
   NEW.seq := prev_seq + 1;
   NEW.occurred_at := now();
   NEW.prev_hash := prev_hash;
-  NEW.hash := encode(sha256(convert_to(prev_hash || audit_canonical(NEW), 'UTF8')), 'hex');
-  PERFORM set_config('batchline.audit_head', NEW.seq || ':' || NEW.hash, true);
+  -- audit_canonical(NEW), written out: plpgsql evaluates it as a simple expression instead of calling a SQL
+  -- function per row (about 20% of the trigger's cost). verify_chain checks the two stay identical.
+  NEW.hash := encode(sha256(convert_to(prev_hash || jsonb_build_object(
+    'seq', NEW.seq,
+    'occurred_at', to_char(NEW.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'actor_member_id', NEW.actor_member_id,
+    'actor_label', NEW.actor_label,
+    'action', NEW.action,
+    'record_type', NEW.record_type,
+    'record_id', NEW.record_id,
+    'old', NEW.old_values,
+    'new', NEW.new_values,
+    'reason', NEW.reason,
+    'request_id', NEW.request_id,
+    'client_addr', NEW.client_addr
+  )::text, 'UTF8')), 'hex');
+  head := set_config('batchline.audit_head', NEW.seq || ':' || NEW.hash, true);
   RETURN NEW;
 END
 $$

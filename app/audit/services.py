@@ -84,9 +84,11 @@ def record_many(session: Session, entries: Sequence[dict[str, Any]], *, actor: A
                      "record_type": record_type, "record_id": str(entry["record_id"]),
                      "old_values": _plain(entry.get("old")), "new_values": _plain(entry.get("new")),
                      "reason": reason, "request_id": actor.request_id, "client_addr": actor.client_addr})
-    if not rows:
-        return []
-    return list(session.scalars(insert(AuditEvent).returning(AuditEvent.seq, sort_by_parameter_order=True), rows))
+    # executemany batched by SQLAlchemy into multi-row INSERTs ("insertmanyvalues"). The trigger numbers rows in
+    # the order they are sent, so the sorted seqs map back to `entries`. (Asking SQLAlchemy for ordered RETURNING
+    # instead degrades to one statement per row: the key comes from the trigger, so it has no sentinel.)
+    table = AuditEvent.__table__
+    return sorted(session.scalars(insert(table).returning(table.c.seq), rows))
 
 
 def refuse_deletion(session: Session, *, record_type: str, record_id: Any, reason: str) -> AuditEvent:
