@@ -29,11 +29,13 @@ csrf = CSRFProtect()
 def _blueprints() -> list[Any]:
     """Every blueprint, in one explicit list."""
     from app.accounts.views import bp as accounts_bp
+    from app.audit.views import bp as audit_bp
+    from app.esign.views import bp as esign_bp
     from app.health.views import bp as health_bp
     from app.home.views import bp as home_bp
     from app.jobs.views import bp as jobs_bp
 
-    return [health_bp, accounts_bp, home_bp, jobs_bp]
+    return [health_bp, accounts_bp, home_bp, jobs_bp, audit_bp, esign_bp]
 
 
 def _secret_key(instance: Path) -> str:

@@ -211,6 +211,35 @@ class AuditSelftest(TenantBase):
 
 
 #: Anchors use the metadata-wide refusal function: it exists before any table (audit_refuse_change comes later).
+class AuditReview(TenantBase):
+    """A reviewer's sign-off of a stretch of the trail (Annex 11 §9: audit trails are reviewed); signed via esign."""
+
+    __tablename__ = "audit_reviews"
+    __table_args__ = {"info": gmp_table_info("audit_review", privileges="append_only")}
+
+    #: Never reused.
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    #: The filters the reviewer applied (record, user, action, time range).
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: First and last sequence number reviewed (inclusive), and how many events matched.
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    events: Mapped[int] = mapped_column(BigInteger)
+    #: Hash of the event at last_seq: ties the review to the exact trail reviewed.
+    head_hash: Mapped[str] = mapped_column(String(64))
+    #: The reviewer's conclusion.
+    conclusion: Mapped[str] = mapped_column(Text)
+    #: Membership that reviewed.
+    reviewer_member_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: Database time of the review.
+    created_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
+
+    def signed_content(self) -> dict[str, Any]:
+        """What the reviewer's signature attests to."""
+        return {"filters": self.filters, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "events": self.events, "head_hash": self.head_hash, "conclusion": self.conclusion}
+
+
 ANCHOR_TRIGGERS_SQL = [
     "CREATE TRIGGER audit_anchors_no_update BEFORE UPDATE OR DELETE ON audit_anchors FOR EACH ROW "
     "EXECUTE FUNCTION gmp_refuse_change()",
@@ -229,4 +258,14 @@ event.listen(AuditHead.__table__, "after_create", DDL(SEED_HEAD_SQL))
 for _statement in ANCHOR_TRIGGERS_SQL:
     event.listen(AuditAnchor.__table__, "after_create", DDL(_statement))
 protect_gmp_table(AuditSelftest.__table__)  # type: ignore[arg-type]
+protect_gmp_table(AuditReview.__table__)  # type: ignore[arg-type]
 register_record_type("audit_selftest", label="Audit trail self-test", table="audit_selftests")
+
+
+def _review_content(session: Any, record_id: str) -> dict[str, Any] | None:
+    review = session.get(AuditReview, int(record_id)) if record_id.isdigit() else None
+    return review.signed_content() if review is not None else None
+
+
+register_record_type("audit_review", label="Audit trail review", table="audit_reviews", endpoint="audit.review",
+                     id_arg="review_id", content=_review_content)

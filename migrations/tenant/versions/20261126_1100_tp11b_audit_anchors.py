@@ -1,4 +1,4 @@
-"""Audit: RFC 3161 anchors, self-test records, parallel-safe canonical text, a cheaper chain trigger.
+"""Audit: RFC 3161 anchors, self-test records, review sign-offs, parallel-safe canonical text, a cheaper chain trigger.
 
 Revision ID: tp11b
 Revises: tp11a
@@ -7,6 +7,7 @@ Create Date: 2026-11-26 11:00
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 CHAIN_SQL = """
 CREATE OR REPLACE FUNCTION audit_chain() RETURNS trigger
@@ -112,9 +113,27 @@ def upgrade() -> None:
                "EXECUTE FUNCTION gmp_refuse_change()")
     op.execute("CREATE TRIGGER audit_selftests_no_truncate BEFORE TRUNCATE ON audit_selftests FOR EACH STATEMENT "
                "EXECUTE FUNCTION gmp_refuse_change()")
+    op.create_table(
+        "audit_reviews",
+        sa.Column("id", sa.BigInteger(), sa.Identity(), nullable=False),
+        sa.Column("filters", postgresql.JSONB(), nullable=False),
+        sa.Column("first_seq", sa.BigInteger(), nullable=False),
+        sa.Column("last_seq", sa.BigInteger(), nullable=False),
+        sa.Column("events", sa.BigInteger(), nullable=False),
+        sa.Column("head_hash", sa.String(64), nullable=False),
+        sa.Column("conclusion", sa.Text(), nullable=False),
+        sa.Column("reviewer_member_id", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_reviews"),
+    )
+    op.execute("CREATE TRIGGER audit_reviews_no_delete BEFORE DELETE ON audit_reviews FOR EACH ROW "
+               "EXECUTE FUNCTION gmp_refuse_change()")
+    op.execute("CREATE TRIGGER audit_reviews_no_truncate BEFORE TRUNCATE ON audit_reviews FOR EACH STATEMENT "
+               "EXECUTE FUNCTION gmp_refuse_change()")
 
 
 def downgrade() -> None:
+    op.drop_table("audit_reviews")
     op.drop_table("audit_selftests")
     op.drop_table("audit_anchors")
     op.execute("ALTER FUNCTION audit_canonical(audit_events) PARALLEL UNSAFE")
