@@ -35,14 +35,16 @@ def _blueprints() -> list[Any]:
     from app.api.views import docs_bp as api_docs_bp
     from app.billing.views import bp as billing_bp
     from app.billing.views import webhook_bp as billing_webhook_bp
+    from app.audit.views import bp as audit_bp
+    from app.esign.views import bp as esign_bp
     from app.health.views import bp as health_bp
     from app.home.views import bp as home_bp
     from app.jobs.views import bp as jobs_bp
     from app.signup.views import bp as signup_bp
     from app.signup.views import onboarding_bp
 
-    return [health_bp, accounts_bp, home_bp, jobs_bp, signup_bp, onboarding_bp, billing_bp, billing_webhook_bp,
-            api_tokens_bp, api_docs_bp, oauth_bp, load_operations()]
+    return [health_bp, accounts_bp, home_bp, jobs_bp, audit_bp, esign_bp, signup_bp, onboarding_bp, billing_bp,
+            billing_webhook_bp, api_tokens_bp, api_docs_bp, oauth_bp, load_operations()]
 
 
 #: Blueprints authenticated by something other than the session cookie (bearer tokens, Stripe signatures,
