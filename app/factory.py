@@ -33,9 +33,9 @@ def _blueprints() -> list[Any]:
     from app.api.registry import load_operations
     from app.api.views import bp as api_tokens_bp
     from app.api.views import docs_bp as api_docs_bp
+    from app.audit.views import bp as audit_bp
     from app.billing.views import bp as billing_bp
     from app.billing.views import webhook_bp as billing_webhook_bp
-    from app.audit.views import bp as audit_bp
     from app.esign.views import bp as esign_bp
     from app.health.views import bp as health_bp
     from app.home.views import bp as home_bp
