@@ -21,7 +21,6 @@ import redis
 from flask import Flask
 from flask.globals import _cv_app
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.core.embedded import embedded_postgres_url, embedded_redis_url

@@ -42,7 +42,8 @@ class User(UserMixin, CreatedAt, PublicBase):
     #: False once deactivated; the row stays on every record the user touched.
     active: Mapped[bool] = mapped_column(default=True)
     #: Badge / user code for the shared-tablet quick switch; derived from the never-reused id, so never reused.
-    user_code: Mapped[str] = mapped_column(String(20), Computed("'U' || lpad(id::text, 6, '0')", persisted=True), unique=True)
+    user_code: Mapped[str] = mapped_column(
+        String(20), Computed("'U' || lpad(id::text, 6, '0')", persisted=True), unique=True)
     #: Consecutive wrong passwords (sign-in, quick switch, e-signature); reset by a correct one.
     failed_logins: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     #: When the account was locked after too many failures (21 CFR 11.300(d)); None while unlocked.

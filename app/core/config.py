@@ -26,7 +26,35 @@ def defaults() -> dict[str, Any]:
         "JOB_RETRY_INTERVALS": [2, 10, 60],
         "OUTBOX_RELAY_INTERVAL_S": 5.0,
         "OUTBOX_RELAY_MIN_AGE_S": 2.0,
+        "SESSION_COOKIE_NAME": "batchline_session",
         "SESSION_COOKIE_HTTPONLY": True,
+        # Lax, not Strict: the SSO callback is a top-level redirect from the provider and must carry the cookie.
         "SESSION_COOKIE_SAMESITE": "Lax",
+        # False = Secure whenever the request is HTTPS (behind the proxy); True forces it.
+        "SESSION_COOKIE_SECURE": False,
+        # Defaults for sessions before sign-in; signed-in sessions take the strictest of the user's tenants.
+        "SESSION_IDLE_TIMEOUT_S": 15 * 60,
+        "SESSION_ABSOLUTE_LIFETIME_S": 12 * 3600,
+        # Trusted reverse proxies in front of gunicorn (X-Forwarded-For hops honoured for client addresses).
+        "PROXY_FIX_X_FOR": 0,
+        "INVITATION_TTL_S": 7 * 24 * 3600,
+        "PASSWORD_RESET_TTL_S": 3600,
+        "SSO_HTTP_TIMEOUT_S": 10.0,
+        # Mail: console | file (default: .eml files under instance/mail) | smtp.
+        "MAIL_BACKEND": "file",
+        "MAIL_DIR": "",
+        "MAIL_FROM": "Batchline <no-reply@batchline.local>",
+        "SMTP_HOST": "",
+        "SMTP_PORT": 587,
+        "SMTP_USER": "",
+        "SMTP_PASSWORD": "",
+        "SMTP_STARTTLS": True,
+        "SMTP_SSL": False,
+        "SMTP_TIMEOUT_S": 10.0,
+        # Rate limits (flask-limiter on Redis). Per client address and sign-in name, and per address.
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_SIGNIN": "10 per minute",
+        "RATELIMIT_SIGNIN_PER_IP": "100 per minute",
+        "RATELIMIT_RESET": "5 per hour",
         "DEMO_TENANT": "demo",
     }
