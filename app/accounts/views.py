@@ -84,13 +84,13 @@ def _start_session_for(user: User, *, remember: bool) -> None:
                   for r in roles_by_tenant)
     absolute = settings.session_max_hours * 3600
     persistent = remember and not gmp
-    if remember and gmp:
-        flash("\u201cKeep me signed in\u201d is not available to accounts that record GMP data; the session "
-              f"ends after {settings.idle_timeout_min} minutes without activity.", "info")
     # A remembered read-only session survives a browser restart and idles up to its absolute lifetime.
     idle = absolute if persistent else settings.idle_timeout_min * 60
     rotate_session(session, idle_s=idle, absolute_s=absolute, persistent=persistent)
     login_user(user)
+    if remember and gmp:
+        flash("\u201cKeep me signed in\u201d is not available to accounts that record GMP data; the session "
+              f"ends after {settings.idle_timeout_min} minutes without activity.", "info")
 
 
 def _password_sign_in(identifier: str, password: str, *, source: str) -> tuple[User | None, str]:
