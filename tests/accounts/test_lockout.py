@@ -6,8 +6,8 @@ from sqlalchemy import text
 
 from app.accounts.models import User
 from app.accounts.security import register_failed_password, verify_user_password
-from app.accounts.sessions import live_session_count
 from app.accounts.services import update_security_settings
+from app.accounts.sessions import live_session_count
 from app.core.tenancy import control_session
 from tests.accounts.conftest import admin_of, events, run_jobs, sign_out
 from tests.conftest import TEST_PASSWORD, csrf_token, sign_in
@@ -24,7 +24,7 @@ def test_fifth_wrong_password_locks_and_alerts_admins_in_app_and_by_mail(client,
     admin = admin_of(tenant)
     operator = make_member(tenant, ["Operator"])
     for attempt in range(1, 5):
-        response = sign_in(client, operator.email, "wrong password number %d" % attempt)
+        response = sign_in(client, operator.email, f"wrong password number {attempt}")
         assert response.status_code == 401 and "not correct" in response.get_data(as_text=True)
         assert not _locked(operator.user_id), f"locked too early, at failure {attempt}"
     response = sign_in(client, operator.email, "wrong password number 5")
@@ -165,7 +165,8 @@ def test_security_events_are_append_only_in_the_database(db, make_tenant) -> Non
     from app.accounts.security import record_security_event
 
     event_id = record_security_event(tenant_id=tenant.ref.id, kind="signin.success", source="test")
-    for statement in ("UPDATE security_events SET kind = 'x' WHERE id = :i", "DELETE FROM security_events WHERE id = :i"):
+    for statement in ("UPDATE security_events SET kind = 'x' WHERE id = :i",
+                      "DELETE FROM security_events WHERE id = :i"):
         with pytest.raises(ProgrammingError, match="permission denied"), tenant_transaction(tenant.ref) as session:
             session.execute(text(statement), {"i": event_id})
     # Even the owner (who holds every privilege) is stopped by the trigger.

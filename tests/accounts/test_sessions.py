@@ -6,8 +6,8 @@ import time
 
 from flask.sessions import TaggedJSONSerializer
 
-from app.accounts.sessions import SESSION_PREFIX, _key
 from app.accounts.services import update_security_settings
+from app.accounts.sessions import SESSION_PREFIX, _key
 from app.core.jobs import redis_connection
 from tests.accounts.conftest import admin_of, events, sign_out
 from tests.conftest import csrf_token, sign_in

@@ -65,7 +65,7 @@ def test_tampered_and_expired_invitation_links_are_refused(app, client, make_ten
     visitor = app.test_client()
     before = _counts()
     token = link.rsplit("/", 1)[1]
-    payload, _, signature = token.rpartition(".")
+    payload, _, _signature = token.rpartition(".")
     for bad in (link[:-3] + ("AAA" if not link.endswith("AAA") else "BBB"), "/invite/" + payload + "." + "x" * 27,
                 "/invite/not-a-token", "/invite/" + "A" * 600):
         response = visitor.post(bad, data={"name": "Mallory", "password": NEW_PASSWORD,
