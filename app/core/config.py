@@ -37,6 +37,9 @@ def defaults() -> dict[str, Any]:
         "SESSION_ABSOLUTE_LIFETIME_S": 12 * 3600,
         # Trusted reverse proxies in front of gunicorn (X-Forwarded-For hops honoured for client addresses).
         "PROXY_FIX_X_FOR": 0,
+        # Base of links in mails (invitations, resets, alerts), e.g. https://mes.example.com. Set it in production:
+        # without it, links use the request's host (or localhost from workers).
+        "PUBLIC_BASE_URL": "",
         "INVITATION_TTL_S": 7 * 24 * 3600,
         "PASSWORD_RESET_TTL_S": 3600,
         "SSO_HTTP_TIMEOUT_S": 10.0,

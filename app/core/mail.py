@@ -36,14 +36,15 @@ class Mail:
     body: str
 
 
-def _message(config: dict[str, Any], mail: Mail) -> EmailMessage:
+def _message(config: dict[str, Any], mail: Mail, *, readable: bool) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = config["MAIL_FROM"]
     msg["To"] = mail.to
     msg["Subject"] = mail.subject
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = make_msgid(domain=config["MAIL_FROM"].rpartition("@")[2] or "batchline.local")
-    msg.set_content(mail.body)
+    # Files and the console are read by people who copy links out of them: no quoted-printable line breaks.
+    msg.set_content(mail.body, cte="8bit" if readable else None)
     return msg
 
 
@@ -88,4 +89,4 @@ def send_mail(mail: Mail) -> None:
     backend = _BACKENDS.get(config["MAIL_BACKEND"])
     if backend is None:
         raise ConfigurationError(f"MAIL_BACKEND must be one of {sorted(_BACKENDS)}, got {config['MAIL_BACKEND']!r}")
-    backend(config, _message(config, mail))
+    backend(config, _message(config, mail, readable=config["MAIL_BACKEND"] != "smtp"))

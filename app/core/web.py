@@ -136,7 +136,19 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> Any:
 
 
 def app_url(endpoint: str, **values: Any) -> str:
-    """`url_for` that also works outside a request (CLI output)."""
+    """`url_for` that also works outside a request (CLI output, jobs).
+
+    External URLs (mailed links) use PUBLIC_BASE_URL when set, never the request's Host header: a forged Host
+    must not turn a password reset mail into a link to someone else's server.
+    """
+    from flask import has_request_context
+
+    base = (current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
+    if base:
+        with current_app.test_request_context(base_url=base):
+            return url_for(endpoint, **values)
+    if has_request_context():
+        return url_for(endpoint, **values)
     with current_app.test_request_context():
         return url_for(endpoint, **values)
 

@@ -130,3 +130,19 @@ def test_weak_new_password_at_reset_is_refused_and_the_link_stays_usable(app, cl
     response = visitor.post(link, data={"new_password": NEW, "confirm_password": NEW,
                                         "csrf_token": csrf_token(visitor, link)})
     assert response.status_code == 302
+
+
+def test_reset_links_use_the_configured_base_url_not_a_forged_host(app, client, make_tenant, make_member,
+                                                                   mailbox) -> None:
+    tenant = make_tenant()
+    person = make_member(tenant, ["Operator"])
+    app.config["PUBLIC_BASE_URL"] = "https://mes.example.com"
+    try:
+        token = csrf_token(client, "/password/forgot")
+        client.post("/password/forgot", data={"email": person.email, "csrf_token": token},
+                    headers={"Host": "evil.example.net"})
+    finally:
+        app.config["PUBLIC_BASE_URL"] = ""
+    (mail,) = mailbox.to(person.email)
+    body = mailbox.body(mail)
+    assert "https://mes.example.com/password/reset/" in body and "evil" not in body
