@@ -12,7 +12,7 @@ from app.accounts.models import Invitation, SecurityEvent
 from app.accounts.queries import admin_recipients
 from app.accounts.services import invitation_link_token
 from app.core.jobs import tenant_job
-from app.core.mail import Mail, send_mail
+from app.core.mail import send_mail
 from app.core.tenancy import control_session
 from app.core.web import app_url
 from app.tenancy.models import Tenant
@@ -33,10 +33,10 @@ def send_invitation(session: Session, *, invitation_id: int) -> dict[str, Any]:
         to, expires = invitation.email, invitation.expires_at
         roles = ", ".join(invitation.roles)
     link = app_url("accounts.accept_invitation", token=token, _external=True)
-    send_mail(Mail(to=to, subject=f"Batchline: you are invited to {tenant.name if tenant else 'a company'}", body=(
+    send_mail(to=to, subject=f"Batchline: you are invited to {tenant.name if tenant else 'a company'}", body=(
         f"Hello,\n\nyou are invited to join {tenant.name if tenant else ''} on Batchline as {roles}.\n"
         f"Open this link to accept (it works once, until {expires:%Y-%m-%d %H:%M} UTC):\n\n{link}\n\n"
-        "If you did not expect this invitation, ignore this mail.\n")))
+        "If you did not expect this invitation, ignore this mail.\n"))
     return {"sent": 1, "to": to}
 
 
@@ -55,10 +55,10 @@ def send_security_alert(session: Session, *, event_id: int) -> dict[str, Any]:
     what = {"account.locked": "was locked after repeated wrong passwords"}.get(event.kind, f"raised {event.kind}")
     sent = []
     for _user_id, email, name in recipients:
-        send_mail(Mail(to=email, subject=f"Batchline security alert: {event.kind} in {company}", body=(
+        send_mail(to=email, subject=f"Batchline security alert: {event.kind} in {company}", body=(
             f"Hello {name},\n\nthe account {event.user_label or event.user_id} {what} "
             f"at {event.occurred_at:%Y-%m-%d %H:%M:%S} UTC (source: {event.source}, address: {event.ip or '-'}).\n"
             f"Company: {company}\n\nReview and acknowledge it here: {page}\n"
-            "If this was not the user, treat it as an attempted break-in.\n")))
+            "If this was not the user, treat it as an attempted break-in.\n"))
         sent.append(email)
     return {"sent": len(sent), "to": sent}

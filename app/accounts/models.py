@@ -230,7 +230,9 @@ class SecurityEvent(TenantBase):
         Index("ix_security_events_kind_id", "kind", "id"),
         Index("ix_security_events_user_id_id", "user_id", "id"),
         Index("ix_security_events_open_alerts", "id", postgresql_where=text("alert")),
-        {"info": {"privileges": "append_only"}},
+        # `gmp`: the audit area's convention (every tenant table declares it). Security events are not batch
+        # records; they carry their own append-only trigger and are ordered by id, ready to be chained.
+        {"info": {"privileges": "append_only", "gmp": False}},
     )
 
     #: Order of recording.

@@ -47,7 +47,7 @@ from app.accounts.tokens import INVITE, RESET, ExpiredLink, make_token, read_tok
 from app.core.crypto import seal
 from app.core.errors import Conflict, NotFound, ValidationError
 from app.core.jobs import enqueue
-from app.core.mail import Mail, send_mail
+from app.core.mail import send_mail
 from app.core.permissions import BUILTIN_ROLES, PERMISSIONS, permissions_of
 from app.core.tenancy import control_session, control_then_tenant_transaction
 from app.tenancy.models import Tenant
@@ -532,10 +532,10 @@ def request_password_reset(*, email: str, ip: str | None) -> bool:
 
     link = app_url("accounts.reset_password", token=token, _external=True)
     minutes = ttl.seconds // 60 + ttl.days * 1440
-    send_mail(Mail(to=email, subject="Batchline: reset your password", body=(
+    send_mail(to=email, subject="Batchline: reset your password", body=(
         f"Hello {name},\n\nsomeone (hopefully you) asked to reset the Batchline password of {email}.\n"
         f"Open this link within {minutes} minutes to choose a new password; it works once:\n\n{link}\n\n"
-        "If you did not ask for this, ignore this mail: your password stays as it is.\n")))
+        "If you did not ask for this, ignore this mail: your password stays as it is.\n"))
     record_account_event(user_id=user_id, kind="password.reset_requested", detail={"reset_id": reset.id})
     return True
 

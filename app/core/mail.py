@@ -1,92 +1,75 @@
-"""Outgoing mail behind one pluggable sender: `console`, `file` (default) or `smtp`.
+"""Outgoing mail: one small pluggable sender for every area (sign-up verification, invitations, alerts).
 
-Plants often run on closed networks without a mail relay, so the default writes each message as an `.eml` file
-under `instance/mail/` (and logs where); set `MAIL_BACKEND=smtp` and the `SMTP_*` settings to send for real.
+Backends, chosen by settings:
+- `smtp` when `MAIL_SMTP_HOST` is set (STARTTLS with `MAIL_SMTP_STARTTLS`, login with `MAIL_SMTP_USER`);
+- `file` otherwise (the default): each message is written as an `.eml` file under `MAIL_DIR`
+  (default `instance/mail/`), which a developer opens and tests read;
+- `console` when `MAIL_BACKEND=console`: the message is logged (and written to stderr).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import os
 import smtplib
-import ssl
 import sys
 import time
-from dataclasses import dataclass
+import uuid
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
 
-from flask import current_app
-
-from app.core.errors import ConfigurationError
+from flask import Flask, current_app
 
 log = logging.getLogger(__name__)
-_counter = itertools.count(1)
 
 
-@dataclass(frozen=True)
-class Mail:
-    """One message to one recipient (plain text: readable on any client, nothing to render)."""
-
-    to: str
-    subject: str
-    body: str
-
-
-def _message(config: dict[str, Any], mail: Mail, *, readable: bool) -> EmailMessage:
+def _build(app: Flask, *, to: str, subject: str, body: str) -> EmailMessage:
     msg = EmailMessage()
-    msg["From"] = config["MAIL_FROM"]
-    msg["To"] = mail.to
-    msg["Subject"] = mail.subject
+    msg["From"] = app.config.get("MAIL_FROM") or "Batchline <no-reply@batchline.invalid>"
+    msg["To"] = to
+    msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=False, usegmt=True)
-    msg["Message-ID"] = make_msgid(domain=config["MAIL_FROM"].rpartition("@")[2] or "batchline.local")
-    # Files and the console are read by people who copy links out of them: no quoted-printable line breaks.
-    msg.set_content(mail.body, cte="8bit" if readable else None)
+    msg["Message-ID"] = make_msgid(domain="batchline")
+    msg.set_content(body)
     return msg
 
 
-def _send_console(config: dict[str, Any], msg: EmailMessage) -> None:
-    sys.stderr.write(f"----- mail -----\n{msg.as_string()}\n----- end of mail -----\n")
-    sys.stderr.flush()
+def mail_dir(app: Flask | None = None) -> Path:
+    """Directory the file backend writes to."""
+    app = app or current_app
+    return Path(app.config.get("MAIL_DIR") or Path(app.instance_path) / "mail")
 
 
-def _send_file(config: dict[str, Any], msg: EmailMessage) -> Path:
-    directory = Path(config["MAIL_DIR"] or Path(current_app.instance_path) / "mail")
-    directory.mkdir(parents=True, exist_ok=True)
-    # Time, pid and a counter: several workers write into one directory without clobbering each other.
-    path = directory / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(_counter):04d}.eml"
-    path.write_bytes(bytes(msg))
-    log.info("mail to %s saved as %s", msg["To"], path)
-    return path
+def backend_name(app: Flask | None = None) -> str:
+    """The backend in force: smtp when a host is configured, else MAIL_BACKEND (file by default)."""
+    app = app or current_app
+    if app.config.get("MAIL_SMTP_HOST"):
+        return "smtp"
+    return app.config.get("MAIL_BACKEND") or "file"
 
 
-def _send_smtp(config: dict[str, Any], msg: EmailMessage) -> None:
-    host, port = config["SMTP_HOST"], int(config["SMTP_PORT"])
-    if not host:
-        raise ConfigurationError("MAIL_BACKEND=smtp needs SMTP_HOST")
-    timeout = float(config["SMTP_TIMEOUT_S"])
-    if config["SMTP_SSL"]:
-        client: smtplib.SMTP = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
+def send_mail(*, to: str, subject: str, body: str, app: Flask | None = None) -> str:
+    """Send a plain-text message with the configured backend; return its Message-ID."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    msg = _build(app, to=to, subject=subject, body=body)
+    backend = backend_name(app)
+    if backend == "smtp":
+        host, port = app.config["MAIL_SMTP_HOST"], int(app.config.get("MAIL_SMTP_PORT") or 25)
+        with smtplib.SMTP(host, port, timeout=float(app.config.get("MAIL_SMTP_TIMEOUT_S") or 10)) as smtp:
+            if app.config.get("MAIL_SMTP_STARTTLS"):
+                smtp.starttls()
+            if app.config.get("MAIL_SMTP_USER"):
+                smtp.login(app.config["MAIL_SMTP_USER"], app.config.get("MAIL_SMTP_PASSWORD") or "")
+            smtp.send_message(msg)
+    elif backend == "console":
+        log.info("mail to %s: %s\n%s", to, subject, body)
+        print(f"--- mail to {to}: {subject}\n{body}\n---", file=sys.stderr, flush=True)
+    elif backend == "file":
+        directory = mail_dir(app)
+        directory.mkdir(parents=True, exist_ok=True)
+        # Time first so a directory listing sorts in sending order; the uuid keeps names unique.
+        name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
+        (directory / name).write_bytes(bytes(msg))
     else:
-        client = smtplib.SMTP(host, port, timeout=timeout)
-    with client:
-        if config["SMTP_STARTTLS"] and not config["SMTP_SSL"]:
-            client.starttls(context=ssl.create_default_context())
-        if config["SMTP_USER"]:
-            client.login(config["SMTP_USER"], config["SMTP_PASSWORD"])
-        client.send_message(msg)
-
-
-_BACKENDS = {"console": _send_console, "file": _send_file, "smtp": _send_smtp}
-
-
-def send_mail(mail: Mail) -> None:
-    """Send one message through the configured backend; raise if it cannot be handed over."""
-    config = current_app.config
-    backend = _BACKENDS.get(config["MAIL_BACKEND"])
-    if backend is None:
-        raise ConfigurationError(f"MAIL_BACKEND must be one of {sorted(_BACKENDS)}, got {config['MAIL_BACKEND']!r}")
-    backend(config, _message(config, mail, readable=config["MAIL_BACKEND"] != "smtp"))
+        raise ValueError(f"unknown MAIL_BACKEND {backend!r}: use file, console, or set MAIL_SMTP_HOST")
+    return str(msg["Message-ID"])
