@@ -38,7 +38,7 @@ class Person:
 
 
 @pytest.fixture
-def make_member(app) -> Callable[..., Person]:
+def make_person(app) -> Callable[..., Person]:
     """Factory: an account with a membership of `tenant` holding `roles` (written straight to the control plane)."""
 
     def make(tenant: Any, roles: list[str], *, email_: str | None = None, password: str = TEST_PASSWORD,

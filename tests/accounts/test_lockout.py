@@ -18,11 +18,11 @@ def _locked(user_id: int) -> bool:
         return session.get(User, user_id).locked_at is not None
 
 
-def test_fifth_wrong_password_locks_and_alerts_admins_in_app_and_by_mail(client, make_tenant, make_member,
+def test_fifth_wrong_password_locks_and_alerts_admins_in_app_and_by_mail(client, make_tenant, make_person,
                                                                          mailbox) -> None:
     tenant = make_tenant()
     admin = admin_of(tenant)
-    operator = make_member(tenant, ["Operator"])
+    operator = make_person(tenant, ["Operator"])
     for attempt in range(1, 5):
         response = sign_in(client, operator.email, f"wrong password number {attempt}")
         assert response.status_code == 401 and "not correct" in response.get_data(as_text=True)
@@ -58,13 +58,13 @@ def test_fifth_wrong_password_locks_and_alerts_admins_in_app_and_by_mail(client,
     assert operator.email in mailbox.body(mail) and "/admin/security" in mailbox.body(mail)
 
 
-def test_threshold_is_a_tenant_setting(client, make_tenant, make_member) -> None:
+def test_threshold_is_a_tenant_setting(client, make_tenant, make_person) -> None:
     tenant = make_tenant()
     admin = admin_of(tenant)
     update_security_settings(tenant_id=tenant.ref.id, by_user_id=admin.user_id,
                              values={"lockout_threshold": 3, "idle_timeout_min": 15, "session_max_hours": 12,
                                      "password_min_length": 12})
-    person = make_member(tenant, ["QA"])
+    person = make_person(tenant, ["QA"])
     for _ in range(2):
         sign_in(client, person.email, "not the password at all")
     assert not _locked(person.user_id)
@@ -72,9 +72,9 @@ def test_threshold_is_a_tenant_setting(client, make_tenant, make_member) -> None
     assert _locked(person.user_id)
 
 
-def test_a_correct_password_resets_the_count(client, make_tenant, make_member) -> None:
+def test_a_correct_password_resets_the_count(client, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     for _ in range(4):
         sign_in(client, person.email, "not the password at all")
     assert sign_in(client, person.email).status_code == 302
@@ -84,9 +84,9 @@ def test_a_correct_password_resets_the_count(client, make_tenant, make_member) -
     assert not _locked(person.user_id)
 
 
-def test_lockout_ends_live_sessions_at_once(app, client, make_tenant, make_member) -> None:
+def test_lockout_ends_live_sessions_at_once(app, client, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     assert sign_in(client, person.email).status_code == 302
     assert client.get(f"/t/{tenant.ref.slug}/").status_code == 200
     assert live_session_count(person.user_id) == 1
@@ -98,9 +98,9 @@ def test_lockout_ends_live_sessions_at_once(app, client, make_tenant, make_membe
     assert response.status_code == 302 and "/login" in response.headers["Location"]
 
 
-def test_esign_reauthentication_counts_toward_lockout_and_refuses_locked_users(make_tenant, make_member) -> None:
+def test_esign_reauthentication_counts_toward_lockout_and_refuses_locked_users(make_tenant, make_person) -> None:
     tenant = make_tenant()
-    signer = make_member(tenant, ["QA"])
+    signer = make_person(tenant, ["QA"])
     assert verify_user_password(user_id=signer.user_id, password=TEST_PASSWORD, tenant_id=tenant.ref.id)
     results = [verify_user_password(user_id=signer.user_id, password="mistyped at signing", tenant_id=tenant.ref.id)
                for _ in range(5)]
@@ -111,19 +111,19 @@ def test_esign_reauthentication_counts_toward_lockout_and_refuses_locked_users(m
     assert events(tenant, "signin.refused", signer.user_id)[-1].detail["reason"] == "locked"
 
 
-def test_register_failed_password_reports_the_locking_failure(make_tenant, make_member) -> None:
+def test_register_failed_password_reports_the_locking_failure(make_tenant, make_person) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     outcomes = [register_failed_password(user_id=person.user_id, tenant_id=tenant.ref.id, source="esign")
                 for _ in range(6)]
     assert outcomes == [False, False, False, False, True, False]
     assert len(events(tenant, "account.locked", person.user_id)) == 1
 
 
-def test_admin_unlocks_and_the_unlock_is_recorded(client, make_tenant, make_member) -> None:
+def test_admin_unlocks_and_the_unlock_is_recorded(client, make_tenant, make_person) -> None:
     tenant = make_tenant()
     admin = admin_of(tenant)
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     for _ in range(5):
         register_failed_password(user_id=person.user_id, tenant_id=None, source="signin")
     sign_in(client, admin.email)
@@ -136,10 +136,10 @@ def test_admin_unlocks_and_the_unlock_is_recorded(client, make_tenant, make_memb
     assert sign_in(client.application.test_client(), person.email).status_code == 302
 
 
-def test_alert_acknowledgement_is_a_new_event_and_closes_the_alert(client, make_tenant, make_member) -> None:
+def test_alert_acknowledgement_is_a_new_event_and_closes_the_alert(client, make_tenant, make_person) -> None:
     tenant = make_tenant()
     admin = admin_of(tenant)
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     for _ in range(5):
         register_failed_password(user_id=person.user_id, tenant_id=None, source="signin")
     (alert,) = events(tenant, "account.locked")

@@ -54,9 +54,9 @@ def test_settings_outside_safe_bounds_are_refused(client, make_tenant) -> None:
     assert events(tenant, "settings.changed") == []
 
 
-def test_old_argon2_parameters_are_upgraded_at_sign_in(client, make_tenant, make_member) -> None:
+def test_old_argon2_parameters_are_upgraded_at_sign_in(client, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(TEST_PASSWORD)
     with control_session() as s:
         s.execute(update(User).where(User.id == person.user_id).values(password_hash=weak))
@@ -66,9 +66,9 @@ def test_old_argon2_parameters_are_upgraded_at_sign_in(client, make_tenant, make
     assert upgraded != weak and upgraded.startswith("$argon2id$") and "m=8192" not in upgraded
 
 
-def test_reset_by_mailed_link_once(app, client, make_tenant, make_member, mailbox) -> None:
+def test_reset_by_mailed_link_once(app, client, make_tenant, make_person, mailbox) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     token = csrf_token(client, "/password/forgot")
     response = client.post("/password/forgot", data={"email": person.email, "csrf_token": token})
     assert response.status_code == 302
@@ -95,9 +95,9 @@ def test_reset_answers_the_same_for_unknown_addresses(client, mailbox) -> None:
     assert "If an account with a password exists" in page
 
 
-def test_tampered_and_expired_reset_links_change_nothing(app, client, make_tenant, make_member, mailbox) -> None:
+def test_tampered_and_expired_reset_links_change_nothing(app, client, make_tenant, make_person, mailbox) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     client.post("/password/forgot", data={"email": person.email, "csrf_token": csrf_token(client, "/password/forgot")})
     link = mailbox.link(person.email, "/password/reset/")
     with control_session() as s:
@@ -118,10 +118,10 @@ def test_tampered_and_expired_reset_links_change_nothing(app, client, make_tenan
         assert s.scalar(select(PasswordReset.used_at).where(PasswordReset.user_id == person.user_id)) is None
 
 
-def test_weak_new_password_at_reset_is_refused_and_the_link_stays_usable(app, client, make_tenant, make_member,
+def test_weak_new_password_at_reset_is_refused_and_the_link_stays_usable(app, client, make_tenant, make_person,
                                                                          mailbox) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     client.post("/password/forgot", data={"email": person.email, "csrf_token": csrf_token(client, "/password/forgot")})
     link = mailbox.link(person.email, "/password/reset/")
     visitor = app.test_client()
@@ -133,10 +133,10 @@ def test_weak_new_password_at_reset_is_refused_and_the_link_stays_usable(app, cl
     assert response.status_code == 302
 
 
-def test_reset_links_use_the_configured_base_url_not_a_forged_host(app, client, make_tenant, make_member,
+def test_reset_links_use_the_configured_base_url_not_a_forged_host(app, client, make_tenant, make_person,
                                                                    mailbox) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     app.config["PUBLIC_BASE_URL"] = "https://mes.example.com"
     try:
         forged = "http://evil.example.net"

@@ -55,9 +55,9 @@ def _fill(rule: str) -> str:
 
 
 @pytest.mark.parametrize("role", sorted(BUILTIN_ROLES))
-def test_each_builtin_role_reaches_exactly_its_permissions(app, make_tenant, make_member, role) -> None:
+def test_each_builtin_role_reaches_exactly_its_permissions(app, make_tenant, make_person, role) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, [role])
+    person = make_person(tenant, [role])
     client = app.test_client()
     assert sign_in(client, person.email).status_code == 302
     token = csrf_token(client, "/account")
@@ -78,12 +78,12 @@ def test_each_builtin_role_reaches_exactly_its_permissions(app, make_tenant, mak
     assert checked > 15
 
 
-def test_custom_role_grants_exactly_its_permissions(app, make_tenant, make_member) -> None:
+def test_custom_role_grants_exactly_its_permissions(app, make_tenant, make_person) -> None:
     tenant = make_tenant()
     admin = admin_of(tenant)
     create_custom_role(tenant_id=tenant.ref.id, name="Inspector Desk", description="Reads the audit trail",
                        permissions=["audit.read"], by_user_id=admin.user_id, by_permissions=BUILTIN_ROLES["Admin"])
-    person = make_member(tenant, ["Inspector Desk"])
+    person = make_person(tenant, ["Inspector Desk"])
     client = app.test_client()
     sign_in(client, person.email)
     slug = tenant.ref.slug
@@ -95,7 +95,7 @@ def test_custom_role_grants_exactly_its_permissions(app, make_tenant, make_membe
     assert api.status_code == 403 and api.mimetype == "application/problem+json"
 
 
-def test_retired_or_changed_custom_roles_take_effect_on_the_next_request(app, make_tenant, make_member) -> None:
+def test_retired_or_changed_custom_roles_take_effect_on_the_next_request(app, make_tenant, make_person) -> None:
     from app.accounts.services import update_custom_role
 
     tenant = make_tenant()
@@ -103,7 +103,7 @@ def test_retired_or_changed_custom_roles_take_effect_on_the_next_request(app, ma
     role_id = create_custom_role(tenant_id=tenant.ref.id, name="Job Watcher", description="",
                                  permissions=["jobs.read"], by_user_id=admin.user_id,
                                  by_permissions=BUILTIN_ROLES["Admin"])
-    person = make_member(tenant, ["Job Watcher"])
+    person = make_person(tenant, ["Job Watcher"])
     client = app.test_client()
     sign_in(client, person.email)
     assert client.get(f"/t/{tenant.ref.slug}/admin/jobs").status_code == 200
@@ -129,3 +129,10 @@ def test_custom_role_input_is_validated(client, make_tenant) -> None:
         assert response.status_code == 422, form
         assert message in response.get_data(as_text=True).lower(), (form, message)
     assert "No custom roles yet" in client.get(url).get_data(as_text=True)
+
+
+def test_member_pages_outside_a_tenant_need_a_signed_in_account(app) -> None:
+    anonymous = app.test_client()
+    for path in ("/account", "/tenants"):
+        response = anonymous.get(path)
+        assert response.status_code == 302 and "/login" in response.headers["Location"], path

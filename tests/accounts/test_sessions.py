@@ -100,9 +100,9 @@ def test_absolute_lifetime_ends_even_an_active_session(client, make_tenant) -> N
     assert client.get(f"/t/{tenant.ref.slug}/").status_code == 302
 
 
-def test_deactivated_users_live_session_stops_on_the_next_request(app, client, make_tenant, make_member) -> None:
+def test_deactivated_users_live_session_stops_on_the_next_request(app, client, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    operator = make_member(tenant, ["Operator"])
+    operator = make_person(tenant, ["Operator"])
     tablet = app.test_client()
     sign_in(tablet, operator.email)
     assert tablet.get(f"/t/{tenant.ref.slug}/").status_code == 200
@@ -145,10 +145,10 @@ def csrf_token_https(client) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
-def test_no_remember_me_for_gmp_roles(app, make_tenant, make_member) -> None:
+def test_no_remember_me_for_gmp_roles(app, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    operator = make_member(tenant, ["Operator"])
-    viewer = make_member(tenant, ["Viewer"])
+    operator = make_person(tenant, ["Operator"])
+    viewer = make_person(tenant, ["Viewer"])
     for person, persistent in ((operator, False), (viewer, True)):
         c = app.test_client()
         response = c.post("/login", data={"email": person.email, "password": person.password, "remember": "on",
@@ -162,9 +162,9 @@ def test_no_remember_me_for_gmp_roles(app, make_tenant, make_member) -> None:
     assert "not available to accounts that record GMP data" in c.get("/account").get_data(as_text=True)
 
 
-def test_password_change_ends_other_sessions_and_keeps_this_one(app, make_tenant, make_member) -> None:
+def test_password_change_ends_other_sessions_and_keeps_this_one(app, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     desk, tablet = app.test_client(), app.test_client()
     sign_in(desk, person.email)
     sign_in(tablet, person.email)

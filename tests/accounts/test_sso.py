@@ -109,9 +109,9 @@ def test_allowed_domain_joins_just_in_time_with_default_roles(client, make_tenan
     assert response.status_code == 403 and "did not confirm your email" in response.get_data(as_text=True)
 
 
-def test_no_account_takeover_through_an_email_collision(app, client, make_tenant, make_member, provider) -> None:
+def test_no_account_takeover_through_an_email_collision(app, client, make_tenant, make_person, provider) -> None:
     victim_home, tenant = make_tenant(), make_tenant()
-    victim = make_member(victim_home, ["Admin"], email_="victim@corp.example.com")
+    victim = make_person(victim_home, ["Admin"], email_="victim@corp.example.com")
     _setup(tenant, provider, domains="corp.example.com", default_roles=["Viewer"])
     invite_member(tenant_id=tenant.ref.id, email=victim.email, roles=["Viewer"],
                   by_user_id=admin_of(tenant).user_id, by_permissions=ADMIN)
@@ -131,10 +131,10 @@ def test_no_account_takeover_through_an_email_collision(app, client, make_tenant
     assert events(tenant, "sso.refused")[-1].detail["reason"] == "email belongs to another account"
 
 
-def test_linked_identity_is_matched_by_subject_not_email(app, make_tenant, make_member, provider) -> None:
+def test_linked_identity_is_matched_by_subject_not_email(app, make_tenant, make_person, provider) -> None:
     tenant = make_tenant()
     _setup(tenant, provider)
-    person = make_member(tenant, ["Supervisor"], email_="sam@corp.example.com")
+    person = make_person(tenant, ["Supervisor"], email_="sam@corp.example.com")
     browser = app.test_client()
     sign_in(browser, person.email)
     provider.next_user = {"sub": "idp-sam", "email": "sam@corp.example.com", "email_verified": True}

@@ -32,10 +32,10 @@ def live_server(app) -> Iterator[str]:
         server.server_close()
 
 
-def test_badge_scan_switches_the_operator_on_a_shared_tablet(app, make_tenant, make_member) -> None:
+def test_badge_scan_switches_the_operator_on_a_shared_tablet(app, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    first = make_member(tenant, ["Operator"], name="First Operator")
-    second = make_member(tenant, ["Operator"], name="Second Operator")
+    first = make_person(tenant, ["Operator"], name="First Operator")
+    second = make_person(tenant, ["Operator"], name="Second Operator")
     with live_server(app) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:

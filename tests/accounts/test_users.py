@@ -112,9 +112,9 @@ def test_existing_account_joins_a_second_tenant_only_when_signed_in_as_itself(ap
         assert s.scalar(select(func.count()).select_from(User).where(User.email == a.admin_email)) == 1
 
 
-def test_assign_roles_records_before_and_after(client, make_tenant, make_member) -> None:
+def test_assign_roles_records_before_and_after(client, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     sign_in(client, tenant.admin_email)
     url = f"/t/{tenant.ref.slug}/admin/users/{person.user_id}"
     response = client.post(f"{url}/roles", data={"roles": ["Operator", "Supervisor"],
@@ -138,7 +138,7 @@ def test_the_last_user_manager_cannot_be_removed(client, make_tenant) -> None:
         assert s.get(Membership, admin.membership_id).roles == ["Admin"]
 
 
-def test_an_admin_with_a_narrow_role_cannot_grant_more_than_they_hold(app, make_tenant, make_member) -> None:
+def test_an_admin_with_a_narrow_role_cannot_grant_more_than_they_hold(app, make_tenant, make_person) -> None:
     from app.accounts.services import create_custom_role
     from app.core.permissions import BUILTIN_ROLES
 
@@ -146,7 +146,7 @@ def test_an_admin_with_a_narrow_role_cannot_grant_more_than_they_hold(app, make_
     admin = admin_of(tenant)
     create_custom_role(tenant_id=tenant.ref.id, name="User Clerk", description="", by_user_id=admin.user_id,
                        permissions=["users.manage", "batches.read"], by_permissions=BUILTIN_ROLES["Admin"])
-    clerk = make_member(tenant, ["User Clerk"])
+    clerk = make_person(tenant, ["User Clerk"])
     c = app.test_client()
     sign_in(c, clerk.email)
     response = _invite(c, tenant, "escalate@example.com", ["Admin"])
@@ -154,13 +154,13 @@ def test_an_admin_with_a_narrow_role_cannot_grant_more_than_they_hold(app, make_
     assert _invite(c, tenant, "fine@example.com", ["User Clerk"]).status_code == 302
 
 
-def test_user_ids_are_never_reused_or_deleted(client, make_tenant, make_member) -> None:
+def test_user_ids_are_never_reused_or_deleted(client, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    person = make_member(tenant, ["Operator"])
+    person = make_person(tenant, ["Operator"])
     sign_in(client, tenant.admin_email)
     url = f"/t/{tenant.ref.slug}/admin/users/{person.user_id}"
     client.post(f"{url}/deactivate", data={"csrf_token": csrf_token(client, url)})
-    later = make_member(tenant, ["Operator"])
+    later = make_person(tenant, ["Operator"])
     assert later.user_id > person.user_id
     with control_session() as s:
         assert s.get(User, person.user_id) is not None  # the deactivated user's row stays

@@ -92,10 +92,10 @@ def test_password_reset_requests_are_rate_limited(app) -> None:
         app.config["RATELIMIT_RESET"] = "100000 per hour"
 
 
-def test_quick_switch_by_badge_ends_the_previous_users_session(app, make_tenant, make_member) -> None:
+def test_quick_switch_by_badge_ends_the_previous_users_session(app, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    first = make_member(tenant, ["Operator"])
-    second = make_member(tenant, ["Operator"], name="Second Operator")
+    first = make_person(tenant, ["Operator"])
+    second = make_person(tenant, ["Operator"], name="Second Operator")
     tablet = app.test_client()
     sign_in(tablet, first.email)
     old_sid = tablet.get_cookie("batchline_session").value
@@ -115,10 +115,10 @@ def test_quick_switch_by_badge_ends_the_previous_users_session(app, make_tenant,
     assert switched.detail["previous_user_id"] == first.user_id and switched.source == "switch"
 
 
-def test_a_failed_switch_still_ends_the_previous_session(app, make_tenant, make_member) -> None:
+def test_a_failed_switch_still_ends_the_previous_session(app, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    first = make_member(tenant, ["Operator"])
-    second = make_member(tenant, ["Operator"])
+    first = make_person(tenant, ["Operator"])
+    second = make_person(tenant, ["Operator"])
     tablet = app.test_client()
     sign_in(tablet, first.email)
     response = tablet.post("/switch", data={"badge": second.user_code, "password": "not it at all",
@@ -128,9 +128,9 @@ def test_a_failed_switch_still_ends_the_previous_session(app, make_tenant, make_
     assert events(tenant, "password.failure", second.user_id)[0].source == "switch"
 
 
-def test_api_lists_members_and_events_as_json(app, client, make_tenant, make_member) -> None:
+def test_api_lists_members_and_events_as_json(app, client, make_tenant, make_person) -> None:
     tenant = make_tenant()
-    make_member(tenant, ["Operator"])
+    make_person(tenant, ["Operator"])
     sign_in(client, tenant.admin_email)
     members = client.get(f"/t/{tenant.ref.slug}/api/v1/accounts/members").get_json()
     assert {m["email"] for m in members} >= {admin_of(tenant).email}
