@@ -40,7 +40,6 @@ from app.batches.services import (
     add_event,
     batch_settings,
     control_document,
-    control_recipe_of,
     current_assignments,
     finding,
     lock_batch,

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app import esign
 from app.accounts.models import Membership, User
+from app.accounts.queries import member_permissions
 from app.audit.services import current_actor, record
 from app.batches import catalog, numbering
 from app.batches.checks import Finding, convert_quantity, parse_decimal, parse_unit_text, readiness_snapshot
@@ -34,7 +35,6 @@ from app.batches.models import (
     StepExecution,
 )
 from app.core.errors import Conflict, NotFound, ValidationError
-from app.core.permissions import permissions_of
 from app.core.tenancy import Actor, TenantRef, control_session
 from app.core.validation import clean_text, db_now
 from app.esign.errors import SignatureRefused, SignerNotPermitted
@@ -209,11 +209,13 @@ def signer_by_email(tenant: TenantRef, email: str, *, request_id: str | None = N
             .join(Membership, Membership.user_id == User.id)
             .where(User.email == email, Membership.tenant_id == tenant.id)
         ).first()
+        permissions = member_permissions(cp, tenant_id=tenant.id, roles=list(row.roles)) if row is not None \
+            else frozenset()
     if row is None or not row.active or not row.member_active:
         raise SignatureRefused("this user ID cannot sign here (unknown, deactivated or not a member of this tenant)")
     actor = Actor(member_id=row.member_id, label=f"{row.name} <{row.email}>"[:300], request_id=request_id,
                   client_addr=client_addr)
-    return Signer(user_id=row.id, actor=actor, permissions=permissions_of(row.roles), email=row.email)
+    return Signer(user_id=row.id, actor=actor, permissions=permissions, email=row.email)
 
 
 def member_signer(tenant: TenantRef, *, user_id: int, actor: Actor, email: str) -> Signer:
@@ -223,9 +225,11 @@ def member_signer(tenant: TenantRef, *, user_id: int, actor: Actor, email: str) 
                                                          Membership.user_id == user_id,
                                                          Membership.tenant_id == tenant.id,
                                                          Membership.active.is_(True)))
+        permissions = member_permissions(cp, tenant_id=tenant.id, roles=list(roles)) if roles is not None \
+            else frozenset()
     if roles is None:
         raise SignatureRefused("the signed-in user is not an active member of this tenant")
-    return Signer(user_id=user_id, actor=actor, permissions=permissions_of(roles), email=email)
+    return Signer(user_id=user_id, actor=actor, permissions=permissions, email=email)
 
 
 def sign_as(session: Session, signer: Signer, *, record_type: str, record_id: Any, content: dict[str, Any],

@@ -26,6 +26,7 @@ PERMISSIONS: dict[str, str] = {
     "materials.manage": "Receive lots and record movements",
     "materials.disposition": "Release or reject material lots",
     "deviations.manage": "Open and investigate deviations",
+    "users.read": "See users, their memberships and roles",
     "users.manage": "Invite users, assign roles, deactivate",
     "audit.read": "Read the audit trail and security events",
     "jobs.read": "See background jobs and their failures",
@@ -47,6 +48,11 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
                    "materials.disposition", "deviations.manage"},
     "Viewer": _READ - {"audit.read", "jobs.read"},
 }
+
+
+def changes_gmp_records(permissions: Iterable[str]) -> bool:
+    """True when the permissions go beyond reading: such accounts get no "remember me" and strict timeouts."""
+    return bool(frozenset(permissions) - _READ)
 
 
 def permissions_of(roles: Iterable[str], custom: dict[str, Iterable[str]] | None = None) -> frozenset[str]:
