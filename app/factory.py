@@ -17,7 +17,7 @@ from app.core.config import defaults
 from app.core.db import Database
 from app.core.embedded import embedded_postgres_url, embedded_redis_url
 from app.core.errors import BatchlineError
-from app.core.web import problem
+from app.core.web import SubdomainTenantMiddleware, problem
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     for bp in _blueprints():
         app.register_blueprint(bp)
     _register_errors(app)
+    app.wsgi_app = SubdomainTenantMiddleware(app.wsgi_app, app)  # type: ignore[method-assign]
 
     from app.cli import register_flask_cli
 

@@ -13,6 +13,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,10 @@ import redis
 from flask import Flask
 from flask.globals import _cv_app
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from app.core.embedded import embedded_postgres_url, embedded_redis_url
+from app.core.tenancy import Actor, control_session
 from app.factory import create_app
 from app.tenancy.schema import upgrade_public
 from app.tenancy.services import ProvisionedTenant, create_tenant
@@ -121,3 +122,47 @@ class RequestIsolatedClient(FlaskClient):
 def client(app: Flask) -> FlaskClient:
     app.test_client_class = RequestIsolatedClient
     return app.test_client()
+
+
+@dataclass(frozen=True)
+class Member:
+    """A person with a membership in a test tenant (built directly in the control plane)."""
+
+    user_id: int
+    member_id: int
+    email: str
+    name: str
+    roles: tuple[str, ...]
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(member_id=self.member_id, label=f"{self.name} <{self.email}>", request_id="test",
+                     client_addr="127.0.0.1")
+
+
+_members = itertools.count(1)
+
+
+@pytest.fixture
+def make_member(app: Flask) -> Callable[..., Member]:
+    """Factory: a new user with password TEST_PASSWORD and a membership with the given roles."""
+    from app.accounts.models import Membership, User
+    from app.accounts.passwords import hash_password
+
+    password_hash = hash_password(TEST_PASSWORD)
+
+    def make(tenant: ProvisionedTenant, roles: tuple[str, ...] | list[str] = ("Operator",), *,
+             name: str | None = None) -> Member:
+        n = next(_members)
+        email = f"member{n}-{os.getpid()}@{tenant.ref.slug}.example.com"
+        name = name or f"Member {n}"
+        with control_session(db=app.extensions["batchline.db"]) as session:
+            user = User(email=email, name=name, password_hash=password_hash)
+            session.add(user)
+            session.flush()
+            membership = Membership(user_id=user.id, tenant_id=tenant.ref.id, roles=list(roles))
+            session.add(membership)
+            session.flush()
+            return Member(user.id, membership.id, email, name, tuple(roles))
+
+    return make

@@ -29,4 +29,13 @@ def defaults() -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "DEMO_TENANT": "demo",
+        # E-signatures: after this many idle seconds (or a fresh sign-in) signing asks for the user ID too.
+        "ESIGN_IDLE_TIMEOUT_S": 900.0,
+        # RFC 3161 Time Stamping Authority that anchors each tenant's audit chain; empty -> anchoring is off.
+        "TSA_URL": os.environ.get("TSA_URL", ""),
+        # PEM file of the TSA's root (and intermediate) certificates; tokens are verified against it when set.
+        "TSA_CA_FILE": os.environ.get("TSA_CA_FILE", ""),
+        "TSA_TIMEOUT_S": 10.0,
+        # How often the scheduler anchors every tenant's audit chain head.
+        "AUDIT_ANCHOR_INTERVAL_S": 3600.0,
     }

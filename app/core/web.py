@@ -120,3 +120,36 @@ def app_url(endpoint: str, **values: Any) -> str:
     """`url_for` that also works outside a request (CLI output)."""
     with current_app.test_request_context():
         return url_for(endpoint, **values)
+
+
+class SubdomainTenantMiddleware:
+    """Serve `<slug>.<SERVER_NAME>/path` as `/t/<slug>/path` (path routing keeps working on every host).
+
+    Paths that already match a global route (sign-in, static files, health probes) are left alone, so a
+    tenant's subdomain can still reach them; `/` is the tenant's home there.
+    """
+
+    def __init__(self, wsgi_app: Callable[..., Any], flask_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+        self.flask_app = flask_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        server_name = (self.flask_app.config.get("SERVER_NAME") or "").split(":")[0].lower()
+        host = (environ.get("HTTP_HOST") or "").split(":")[0].lower()
+        path = environ.get("PATH_INFO") or "/"
+        if server_name and host.endswith("." + server_name) and not path.startswith("/t/"):
+            slug = host[: -len(server_name) - 1]
+            if "." not in slug and (path == "/" or not self._is_global(path, environ)):
+                environ["PATH_INFO"] = f"/t/{slug}{path}"
+        return self.wsgi_app(environ, start_response)
+
+    def _is_global(self, path: str, environ: dict[str, Any]) -> bool:
+        adapter = self.flask_app.url_map.bind("", path_info=path, url_scheme=environ.get("wsgi.url_scheme", "http"))
+        try:
+            endpoint, _ = adapter.match(path, method=environ.get("REQUEST_METHOD", "GET"))
+        except Exception:  # no global route matches (404/405/redirect): treat the path as the tenant's
+            return False
+        return not str(endpoint).startswith(tuple(f"{bp}." for bp in self._tenant_blueprints()))
+
+    def _tenant_blueprints(self) -> list[str]:
+        return [name for name, bp in self.flask_app.blueprints.items() if bp.url_prefix == "/t/<tenant_slug>"]
