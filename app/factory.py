@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from flask import Flask, render_template, request
+from flask import Blueprint, Flask, render_template, request
 from flask_login import LoginManager
 from flask_wtf import CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -38,8 +38,11 @@ def _blueprints() -> list[Any]:
     from app.plant.api import bp as plant_api_bp
     from app.plant.views import bp as plant_bp
 
+    # The e-signature partials (`esign/_sign_form.html`) are used by other areas' pages; esign has no views
+    # of its own yet, so a route-less blueprint puts its templates on the loader path.
+    esign_templates = Blueprint("esign_templates", "app.esign", template_folder="templates")
     return [health_bp, accounts_bp, home_bp, jobs_bp, plant_bp, plant_api_bp, materials_bp, materials_api_bp,
-            onboarding_bp]
+            onboarding_bp, esign_templates]
 
 
 def _secret_key(instance: Path) -> str:

@@ -185,3 +185,17 @@ def trace_lot(session: Session, lot_id: int, *, max_depth: int = MAX_TRACE_DEPTH
     suppliers = sorted({n["supplier"] for n in sources if n["supplier"]})
     return Trace(root=root, forward=forward, backward=backward, forward_edges=forward_edges,
                  backward_edges=backward_edges, finished_lots=finished, sources=sources, suppliers=suppliers)
+
+
+def disposition_signatures(session: Session, changes: list[LotStatusChange]) -> dict[int, str]:
+    """Manifestation line of each disposition's signature, verified against the disposition as stored."""
+    from app import esign
+    from app.materials.models import _lot_status_change_content
+
+    lines = {}
+    for change in changes:
+        signatures = esign.signatures_of(session, record_type="lot_status_change", record_id=change.id)
+        content = _lot_status_change_content(session, str(change.id))
+        lines[change.id] = "; ".join(esign.manifestation_text(c.signature, valid=c.valid)
+                                     for c in esign.check_signatures(session, signatures, content))
+    return lines

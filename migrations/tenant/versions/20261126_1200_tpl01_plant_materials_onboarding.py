@@ -79,6 +79,28 @@ TRIGGERS_SQL = [
     'CREATE TRIGGER materials_fixed BEFORE UPDATE ON materials FOR EACH ROW EXECUTE FUNCTION materials_refuse_update()',
 ]
 
+#: GMP records are never deleted (app.audit.registry.gmp_trigger_sql, copied literally).
+GMP_TRIGGERS_SQL = [
+    "CREATE TRIGGER sites_no_delete BEFORE DELETE ON sites FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER sites_no_truncate BEFORE TRUNCATE ON sites FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lines_no_delete BEFORE DELETE ON lines FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lines_no_truncate BEFORE TRUNCATE ON lines FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER equipment_no_delete BEFORE DELETE ON equipment FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER equipment_no_truncate BEFORE TRUNCATE ON equipment FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER equipment_log_no_delete BEFORE DELETE ON equipment_log FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER equipment_log_no_truncate BEFORE TRUNCATE ON equipment_log FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER sensors_no_delete BEFORE DELETE ON sensors FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER sensors_no_truncate BEFORE TRUNCATE ON sensors FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER materials_no_delete BEFORE DELETE ON materials FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER materials_no_truncate BEFORE TRUNCATE ON materials FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lots_no_delete BEFORE DELETE ON lots FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lots_no_truncate BEFORE TRUNCATE ON lots FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lot_movements_no_delete BEFORE DELETE ON lot_movements FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lot_movements_no_truncate BEFORE TRUNCATE ON lot_movements FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lot_status_changes_no_delete BEFORE DELETE ON lot_status_changes FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lot_status_changes_no_truncate BEFORE TRUNCATE ON lot_status_changes FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+]
+
 
 def upgrade() -> None:
     for statement in [FIXED_RECORD_SQL, EQUIPMENT_GUARD_SQL, LOT_GUARD_SQL, MATERIAL_FIXED_SQL]:
@@ -274,7 +296,7 @@ def upgrade() -> None:
         sa.UniqueConstraint('tag', name=op.f('uq_sensors_tag'))
     )
     op.create_index(op.f('ix_sensors_equipment_id'), 'sensors', ['equipment_id'], unique=False)
-    for statement in TRIGGERS_SQL:
+    for statement in [*TRIGGERS_SQL, *GMP_TRIGGERS_SQL]:
         op.execute(statement)
 
 
