@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from flask import Flask, render_template, request
+from flask import Blueprint, Flask, render_template, request
 from flask_login import LoginManager
 from flask_wtf import CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -32,8 +32,17 @@ def _blueprints() -> list[Any]:
     from app.health.views import bp as health_bp
     from app.home.views import bp as home_bp
     from app.jobs.views import bp as jobs_bp
+    from app.materials.api import bp as materials_api_bp
+    from app.materials.views import bp as materials_bp
+    from app.onboarding.views import bp as onboarding_bp
+    from app.plant.api import bp as plant_api_bp
+    from app.plant.views import bp as plant_bp
 
-    return [health_bp, accounts_bp, home_bp, jobs_bp]
+    # The e-signature partials (`esign/_sign_form.html`) are used by other areas' pages; esign has no views
+    # of its own yet, so a route-less blueprint puts its templates on the loader path.
+    esign_templates = Blueprint("esign_templates", "app.esign", template_folder="templates")
+    return [health_bp, accounts_bp, home_bp, jobs_bp, plant_bp, plant_api_bp, materials_bp, materials_api_bp,
+            onboarding_bp, esign_templates]
 
 
 def _secret_key(instance: Path) -> str:

@@ -8,8 +8,11 @@ from app.audit import models as audit_models
 from app.core import jobs as core_jobs
 from app.core.db import PublicBase, TenantBase
 from app.esign import models as esign_models
+from app.materials import models as materials_models
+from app.onboarding import models as onboarding_models
+from app.plant import models as plant_models
 from app.recipes import models as recipes_models
 from app.tenancy import models as tenancy_models
 
-__all__ = ["PublicBase", "TenantBase", "accounts_models", "audit_models", "core_jobs", "esign_models", "recipes_models",
-           "tenancy_models"]
+__all__ = ["PublicBase", "TenantBase", "accounts_models", "audit_models", "core_jobs", "esign_models",
+           "materials_models", "onboarding_models", "plant_models", "recipes_models", "tenancy_models"]

@@ -76,8 +76,13 @@ class ProvisionedTenant:
 
 
 def create_tenant(db: Database, *, slug: str, name: str, admin_email: str, admin_name: str = "",
-                  admin_password: str | None = None, migrations_dir: str = "") -> ProvisionedTenant:
-    """Create the tenant's row, role and schema at head and its first admin, all in one transaction."""
+                  admin_password: str | None = None, migrations_dir: str = "",
+                  apply_defaults: bool = True) -> ProvisionedTenant:
+    """Create the tenant's row, role, schema at head (with its defaults) and its first admin, in one transaction.
+
+    `apply_defaults=False` builds a bare schema without the `TENANT_DEFAULTS` seed (tests of the platform
+    mechanics that need an empty audit trail); every real tenant gets its defaults.
+    """
     slug = validate_slug(slug)
     name = (name or "").strip()
     if not name or len(name) > 200:
@@ -98,7 +103,8 @@ def create_tenant(db: Database, *, slug: str, name: str, admin_email: str, admin
         tenant.schema, tenant.role = ref.schema, ref.role
         create_tenant_role(conn, ref, db.roles)
         revision = build_tenant_schema(conn, ref, migrations_dir=migrations_dir)
-        apply_tenant_defaults(conn, ref)
+        if apply_defaults:
+            apply_tenant_defaults(conn, ref)
         tenant.revision, tenant.status = revision, "active"
         tenant.migrated_at = conn.execute(text("SELECT now()")).scalar_one()
         user = session.scalar(select(User).where(User.email == admin_email))
