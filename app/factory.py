@@ -37,12 +37,14 @@ def _blueprints() -> list[Any]:
     from app.onboarding.views import bp as onboarding_bp
     from app.plant.api import bp as plant_api_bp
     from app.plant.views import bp as plant_bp
+    from app.recipes.api import bp as recipes_api_bp
+    from app.recipes.views import bp as recipes_bp
 
     # The e-signature partials (`esign/_sign_form.html`) are used by other areas' pages; esign has no views
     # of its own yet, so a route-less blueprint puts its templates on the loader path.
     esign_templates = Blueprint("esign_templates", "app.esign", template_folder="templates")
     return [health_bp, accounts_bp, home_bp, jobs_bp, plant_bp, plant_api_bp, materials_bp, materials_api_bp,
-            onboarding_bp, esign_templates]
+            onboarding_bp, recipes_bp, recipes_api_bp, esign_templates]
 
 
 def _secret_key(instance: Path) -> str:

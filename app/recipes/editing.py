@@ -450,7 +450,8 @@ def capture_from_fields(fields: Fields, path: str) -> dict[str, Any]:
     elif kind == "equipment_scan":
         cap["equipment_class"] = _text(fields, "equipment_class")
     elif kind == "sample_id":
-        cap.update(sample_type=_text(fields, "sample_type"), pattern=_opt_text(fields, "pattern"))
+        cap.update(sample_type=_text(fields, "sample_type"),
+                   pattern=_opt_text(fields, "sample_pattern") or _opt_text(fields, "pattern"))
     elif kind == "attachment":
         cap["accept"] = _lines(fields, "accept")
     return cap
