@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from app.accounts.models import Membership
 from app.core.tenancy import control_session
-from tests.conftest import sign_in
+from tests.conftest import TEST_PASSWORD, sign_in
 from tests.plant.test_api_and_screens import _api
 
 
@@ -30,7 +30,21 @@ def test_lot_lifecycle_through_the_api(client, make_tenant) -> None:
     refused = post(f"/materials/lots/{lot['id']}/movements", {"kind": "consume", "quantity": "1",
                                                                "batch_number": "B-1"})
     assert refused.status_code == 409 and "quarantine" in refused.get_json()["detail"]
-    assert post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK"}).status_code == 201
+    unsigned = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK"})
+    assert unsigned.status_code == 422 and unsigned.get_json()["errors"][0]["field"] == "signature_password"
+    no_user_id = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK",
+                                                               "signature_password": TEST_PASSWORD})
+    assert no_user_id.status_code == 422 and "user ID" in no_user_id.get_json()["detail"]  # first signature
+    wrong = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK",
+                                                          "signature_password": "not my password",
+                                                          "signature_user_id": tenant.admin_email})
+    assert wrong.status_code == 403 and "password is not correct" in wrong.get_json()["detail"]
+    released = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK",
+                                                             "signature_password": TEST_PASSWORD,
+                                                             "signature_user_id": tenant.admin_email})
+    assert released.status_code == 201 and released.get_json()["signature_id"] is not None
+    page = client.get(f"/t/{tenant.ref.slug}/materials/lots/{lot['id']}").get_data(as_text=True)
+    assert "Released by " in page and " — CoA OK" in page and "INVALID" not in page
     used = post(f"/materials/lots/{lot['id']}/movements", {"kind": "consume", "quantity": "0.1",
                                                             "batch_number": "B-1"})
     assert used.status_code == 201 and Decimal(used.get_json()["balance_after"]) == Decimal("25.4")
@@ -64,8 +78,10 @@ def test_only_qa_dispositions_lots(client, db, make_tenant) -> None:
                                    "received_on": "2026-11-01", "supplier": "X"}).get_json()
     with control_session(db=db) as session:
         session.execute(update(Membership).where(Membership.tenant_id == tenant.ref.id).values(roles=["Supervisor"]))
-    refused = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok"})
+    signed = {"signature_password": TEST_PASSWORD, "signature_user_id": tenant.admin_email}
+    refused = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok", **signed})
     assert refused.status_code == 403 and "materials.disposition" in refused.get_json()["detail"]
     with control_session(db=db) as session:
         session.execute(update(Membership).where(Membership.tenant_id == tenant.ref.id).values(roles=["QA"]))
-    assert post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok"}).status_code == 201
+    assert post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok",
+                                                        **signed}).status_code == 201
