@@ -67,6 +67,8 @@ def defaults() -> dict[str, Any]:
         "TSA_TIMEOUT_S": 10.0,
         # How often the scheduler anchors every tenant's audit chain head.
         "AUDIT_ANCHOR_INTERVAL_S": 3600.0,
+        # How often the scheduler checks every tenant's batches for results waiting past their max hold time.
+        "BATCH_HOLD_CHECK_INTERVAL_S": 60.0,
         # Sign-up: how long a verification link works (and the slug stays reserved).
         "SIGNUP_VERIFY_MAX_AGE_S": 24 * 3600,
         # Plans and entitlements as data; empty -> tenants/plans.json in the repository.
