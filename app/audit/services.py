@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from app.audit.models import GENESIS_HASH, AuditAnchor, AuditEvent, AuditSelftest
+from app.audit.models import GENESIS_HASH, AuditAnchor, AuditEvent, AuditReview, AuditSelftest
 from app.audit.tsa import check_timestamp, request_timestamp
 from app.core.errors import ConfigurationError, ValidationError
 from app.core.tenancy import SYSTEM_ACTOR, Actor
@@ -84,9 +84,11 @@ def record_many(session: Session, entries: Sequence[dict[str, Any]], *, actor: A
                      "record_type": record_type, "record_id": str(entry["record_id"]),
                      "old_values": _plain(entry.get("old")), "new_values": _plain(entry.get("new")),
                      "reason": reason, "request_id": actor.request_id, "client_addr": actor.client_addr})
-    if not rows:
-        return []
-    return list(session.scalars(insert(AuditEvent).returning(AuditEvent.seq, sort_by_parameter_order=True), rows))
+    # executemany batched by SQLAlchemy into multi-row INSERTs ("insertmanyvalues"). The trigger numbers rows in
+    # the order they are sent, so the sorted seqs map back to `entries`. (Asking SQLAlchemy for ordered RETURNING
+    # instead degrades to one statement per row: the key comes from the trigger, so it has no sentinel.)
+    table = AuditEvent.__table__
+    return sorted(session.scalars(insert(table).returning(table.c.seq), rows))
 
 
 def refuse_deletion(session: Session, *, record_type: str, record_id: Any, reason: str) -> AuditEvent:
@@ -292,3 +294,24 @@ def check_selftest_change(session: Session, *, selftest_id: int, nonce: str) -> 
     checks.append((f"the chain verifies ({report.events} events)", report.ok))
     ok = all(passed for _, passed in checks)
     return SelftestResult(ok=ok, selftest_id=selftest_id, seq=event.seq if event else None, checks=tuple(checks))
+
+
+def create_review(session: Session, *, filters: Any, conclusion: str) -> AuditReview:
+    """Record a reviewer's sign-off of the events matching `filters` (the caller then signs it)."""
+    from sqlalchemy import func
+
+    conclusion = (conclusion or "").strip()
+    if not conclusion:
+        raise ValidationError("write the review's conclusion (what was checked, what was found)")
+    summary = session.execute(filters.apply(select(func.min(AuditEvent.seq), func.max(AuditEvent.seq),
+                                                   func.count()))).one()
+    if not summary[2]:
+        raise ValidationError("no audit events match these filters: there is nothing to review")
+    head_hash = session.execute(select(AuditEvent.hash).where(AuditEvent.seq == summary[1])).scalar_one()
+    actor = current_actor(session)
+    review = AuditReview(filters=filters.as_dict(), first_seq=summary[0], last_seq=summary[1], events=summary[2],
+                         head_hash=head_hash, conclusion=conclusion[:4000], reviewer_member_id=actor.member_id)
+    session.add(review)
+    session.flush()
+    record(session, action="create", record_type="audit_review", record_id=review.id, new=review.signed_content())
+    return review

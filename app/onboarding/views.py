@@ -27,7 +27,7 @@ from app.plant.views import (
     site_form_values,
 )
 
-bp = tenant_blueprint("onboarding", __name__, template_folder="templates")
+bp = tenant_blueprint("onboarding_flow", __name__, template_folder="templates")
 STEP_TITLES = {key: title for key, title, _, _ in services.STEPS}
 
 
@@ -49,7 +49,7 @@ def start() -> Any:
     step = services.next_step(states)
     if step is None:
         return render_template("onboarding/finished.html", states=states)
-    return redirect(url_for("onboarding.step", step=step.key))
+    return redirect(url_for("onboarding_flow.step", step=step.key))
 
 
 def _step_context(step: str, states: list[services.StepState]) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def step(step: str) -> Any:
         return _render_step(step, values, exc.status_code)
     flash(f"{made} added.", "ok")
     if step in ("site", "line"):  # one is enough to go on; more can be added from the plant pages
-        return redirect(url_for("onboarding.step", step=services.STEP_KEYS[services.STEP_KEYS.index(step) + 1]))
+        return redirect(url_for("onboarding_flow.step", step=services.STEP_KEYS[services.STEP_KEYS.index(step) + 1]))
     if invitation is not None:
         return _render_step(step, STEP_DEFAULTS[step], invitation=invitation)
     keep = {"line_id": values.get("line_id")} if step == "equipment" else (
@@ -174,8 +174,8 @@ def proceed(step: str) -> Any:
 def _after(step: str) -> Any:
     following = services.next_step(_states(), after=step)
     if following is None:
-        return redirect(url_for("onboarding.start"))
-    return redirect(url_for("onboarding.step", step=following.key))
+        return redirect(url_for("onboarding_flow.start"))
+    return redirect(url_for("onboarding_flow.step", step=following.key))
 
 
 # --- imports ---
@@ -227,7 +227,7 @@ def import_upload(kind: str) -> Any:
         flash(str(exc), "error")
         return render_template("onboarding/import_form.html", kind=kind, columns=imports.COLUMNS[kind]), \
             exc.status_code
-    return redirect(url_for("onboarding.import_preview", import_id=import_id), 303)
+    return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)
 
 
 @bp.get("/onboarding/imports/<int:import_id>")
@@ -258,6 +258,6 @@ def import_confirm(import_id: int) -> Any:
             preview = imports.import_upload(session, import_id=import_id)
     except BatchlineError as exc:
         flash(str(exc), "error")
-        return redirect(url_for("onboarding.import_preview", import_id=import_id), 303)
+        return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)
     flash(f"Imported {preview.count('new')} {kind}; {preview.count('present')} already present, skipped.", "ok")
-    return redirect(url_for("onboarding.import_preview", import_id=import_id), 303)
+    return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)
