@@ -60,6 +60,8 @@ def _prepare_demo() -> tuple[str, str]:
 def run_command(bind: str, no_worker: bool) -> None:
     """Run web (gunicorn), an RQ worker and the scheduler, with a demo tenant."""
     _ensure_services()
+    # Links in mails written by the worker point at this server unless the deployment says otherwise.
+    os.environ.setdefault("BATCHLINE_PUBLIC_BASE_URL", f"http://{bind}")
     email, password = _prepare_demo()
     exe = Path(sys.executable).parent
     # S603: fixed argument lists naming this virtualenv's own executables; nothing comes from user input.
@@ -71,6 +73,7 @@ def run_command(bind: str, no_worker: bool) -> None:
     click.echo("")
     click.echo(f"Batchline is running: http://{bind}/login")
     click.echo(f"  demo tenant: http://{bind}/t/demo/   sign in as {email} / {password}")
+    click.echo(f"  mail (invitations, password resets, alerts) is written to {REPO_ROOT / 'instance' / 'mail'}")
     click.echo("  Ctrl-C stops everything.")
 
     def stop(*_args: object) -> None:

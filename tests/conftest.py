@@ -57,9 +57,18 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def app(database_url: str, redis_url: str) -> Iterator[Flask]:
+def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the app's file mail backend writes during the tests."""
+    return tmp_path_factory.mktemp("mail")
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, redis_url: str, mail_dir: Path) -> Iterator[Flask]:
+    # Every test client signs in from 127.0.0.1: the per-address sign-in limit is raised here and tested on its own.
     app = create_app({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "TESTING": True,
-                      "SECRET_KEY": "test-secret-key-not-for-production", "JOB_RETRY_INTERVALS": [0]})
+                      "SECRET_KEY": "test-secret-key-not-for-production", "JOB_RETRY_INTERVALS": [0],
+                      "MAIL_BACKEND": "file", "MAIL_DIR": str(mail_dir),
+                      "RATELIMIT_SIGNIN_PER_IP": "100000 per minute", "RATELIMIT_RESET": "100000 per hour"})
     db = app.extensions["batchline.db"]
     with db.owner.connect() as conn, conn.begin():
         upgrade_public(conn, db.roles)

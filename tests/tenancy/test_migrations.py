@@ -55,6 +55,10 @@ def _snapshot(conn, schema: str, role: str) -> dict[str, list[tuple]]:
             return value
         return value.replace(f"{schema}.", "").replace(schema, "<schema>").replace(role, "<role>")
 
+    # Catalog functions print names relative to the search_path (a trigger's function shows unqualified
+    # while its schema is first): read both schemas from the same, neutral search_path.
+    conn.execute(text("SET LOCAL search_path TO public"))
+
     return {
         name: sorted(tuple(norm(v) for v in row) for row in conn.execute(text(q), {"s": schema, "r": role}))
         for name, q in CATALOG_QUERIES.items()

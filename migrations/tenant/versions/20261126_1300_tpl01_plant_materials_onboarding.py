@@ -2,8 +2,8 @@
 movements (genealogy edges), lot dispositions, onboarding progress and data imports.
 
 Revision ID: tpl01
-Revises: tp11b
-Create Date: 2026-11-26 12:00
+Revises: tacc1
+Create Date: 2026-11-26 13:00
 
 The SQL is copied from app/plant/models.py and app/materials/models.py on purpose: a migration is history and
 must not change when the model code does.
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "tpl01"
-down_revision = "tp11b"
+down_revision = "tacc1"
 branch_labels = None
 depends_on = None
 
