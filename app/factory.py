@@ -113,6 +113,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.before_request(enforce_declared_permission)
     app.after_request(security_headers)
     blueprints = _blueprints()
+    app.extensions["batchline.non_session_blueprints"] = CSRF_EXEMPT
     for bp in blueprints:
         app.register_blueprint(bp)
         if bp.name in CSRF_EXEMPT:

@@ -121,7 +121,7 @@ def export_pdf() -> Any:
         report = verify_chain(session)
         checks = (_signature_checks(session, filters.record_type, filters.record_id)
                   if filters.record_type and filters.record_id else [])
-    html = render_template("audit/report.html", events=events[:PDF_LIMIT], truncated=len(events) > PDF_LIMIT,
+    html = render_template("audit/pdf/report.html", events=events[:PDF_LIMIT], truncated=len(events) > PDF_LIMIT,
                            filters=filters, report=report, checks=checks, limit=PDF_LIMIT,
                            manifestation_text=manifestation_text)
     pdf = HTML(string=html, base_url=request.host_url).write_pdf()
