@@ -15,13 +15,13 @@ from app import esign
 from app.accounts.models import Membership, SsoIdentity, SsoProvider, User
 from app.accounts.passwords import hash_password
 from app.accounts.reauth import SsoProof
-from app.accounts.services import configure_sso
+from app.accounts.services import configure_sso, update_security_settings
 from app.audit.models import AuditEvent
 from app.audit.services import record
 from app.core.permissions import BUILTIN_ROLES
 from app.core.tenancy import Actor, control_session, tenant_transaction
 from app.esign.models import Signature
-from tests.accounts.conftest import admin_of, events
+from tests.accounts.conftest import Mailbox, admin_of, events, run_jobs
 from tests.accounts.oidc_provider import running_provider
 from tests.conftest import TEST_PASSWORD, csrf_token, sign_in
 
@@ -307,5 +307,40 @@ def test_sso_required_policy_and_password_signers(client, make_tenant, make_memb
     with pytest.raises(esign.SignatureRefused, match="not with a password"):
         sign_with_password(both["user_id"], both["member_id"], 3)
     assert _failed_logins(both["user_id"]) == 0  # a refused method is not a failed authentication
-    # Accounts without a linked identity keep signing with their password.
+    # Accounts without a linked identity keep signing with their password, and cannot take the SSO detour.
     assert sign_with_password(plain.user_id, plain.member_id, 4).record_id == "4"
+    browser = client.application.test_client()
+    sign_in(browser, plain.email)
+    page = browser.get(f"{_audit(tenant)}?record_type=lot").get_data(as_text=True)
+    assert 'name="signature_password"' in page and "Re-authenticate with" not in page
+    detour = _start_reauth(browser, tenant)
+    assert detour.status_code == 422 and "with its password" in detour.get_data(as_text=True)
+    assert provider.authorize_requests == []
+
+
+def test_refused_proofs_lock_the_account_and_alert_the_admins(client, make_tenant, provider, mail_dir) -> None:
+    mailbox = Mailbox(mail_dir)
+    tenant = _tenant(make_tenant, provider)
+    admin = admin_of(tenant)
+    update_security_settings(tenant_id=tenant.ref.id, by_user_id=admin.user_id,
+                             values={"lockout_threshold": "3", "idle_timeout_min": "15", "session_max_hours": "12",
+                                     "password_min_length": "12"})
+    sam = _person(tenant, provider, "idp-sam", name="Sam Signer")
+    _sso_sign_in(client, tenant, provider, sam)
+    form = _reauthenticate(client, tenant, provider, sam)  # a genuine proof, kept for after the lockout
+    session_id = client.get_cookie("batchline_session").value
+    for guess in ("a" * 43, "b" * 43, "c" * 43):  # forged proof tokens
+        with pytest.raises(esign.SignatureRefused, match=r"expired .* or is unknown"):
+            _sign_with_proof(tenant, sam, SsoProof(token=guess, session_id=session_id), record_id=1, content={})
+    with control_session() as session:
+        assert session.get(User, sam["user_id"]).locked_at is not None
+    (alert,) = events(tenant, "account.locked", sam["user_id"])
+    assert alert.alert and alert.detail["consecutive_failures"] == 3
+    # The lockout ended Sam's session, and even the genuine proof no longer signs.
+    assert client.get(f"{_audit(tenant)}?record_type=lot").status_code == 302
+    with pytest.raises(esign.SignatureRefused, match="locked"):
+        _sign_with_proof(tenant, sam, SsoProof(token=form["signature_sso_proof"], session_id=session_id),
+                         record_id=form["_review_id"], content={})
+    run_jobs()  # the alert mail goes out through the outbox and a real RQ worker
+    (mail,) = mailbox.to(admin.email)
+    assert "account.locked" in mail["Subject"] and sam["email"] in mailbox.body(mail)
