@@ -56,13 +56,13 @@ def _blueprints() -> list[Any]:
     from app.jobs.views import bp as jobs_bp
     from app.materials.api import bp as materials_api_bp
     from app.materials.views import bp as materials_bp
-    from app.onboarding.views import bp as onboarding_bp
+    from app.onboarding.views import bp as onboarding_flow_bp
     from app.plant.api import bp as plant_api_bp
     from app.plant.views import bp as plant_bp
     from app.recipes.api import bp as recipes_api_bp
     from app.recipes.views import bp as recipes_bp
     from app.signup.views import bp as signup_bp
-    from app.signup.views import onboarding_bp as signup_onboarding_bp
+    from app.signup.views import onboarding_bp
 
     return [health_bp, accounts_bp, accounts_admin_bp, accounts_api_bp, home_bp, jobs_bp, audit_bp, esign_bp,
             signup_bp, signup_onboarding_bp, billing_bp, billing_webhook_bp, api_tokens_bp, api_docs_bp, oauth_bp,
@@ -118,6 +118,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.before_request(enforce_declared_permission)
     app.after_request(security_headers)
     blueprints = _blueprints()
+    app.extensions["batchline.non_session_blueprints"] = CSRF_EXEMPT
     for bp in blueprints:
         app.register_blueprint(bp)
         if bp.name in CSRF_EXEMPT:

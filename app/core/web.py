@@ -145,7 +145,10 @@ def enforce_declared_permission() -> Any:
     needed = view_permission(view) if view else None
     if needed is None:
         abort(500, description=f"route {request.endpoint} declares no permission")
-    if needed == MEMBER and g.get("tenant_slug") is None and not current_user.is_authenticated:
+    # Blueprints authenticated by bearer tokens, client secrets or signatures check their own credentials.
+    token_authenticated = request.blueprint in current_app.extensions.get("batchline.non_session_blueprints", ())
+    if needed == MEMBER and g.get("tenant_slug") is None and not current_user.is_authenticated \
+            and not token_authenticated:
         return _to_sign_in()
     return None
 

@@ -85,3 +85,29 @@ def test_only_qa_dispositions_lots(client, db, make_tenant) -> None:
         session.execute(update(Membership).where(Membership.tenant_id == tenant.ref.id).values(roles=["QA"]))
     assert post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok",
                                                         **signed}).status_code == 201
+
+
+def test_qa_signs_a_disposition_on_the_lot_screen(client, make_tenant) -> None:
+    import html
+    import re
+
+    tenant = make_tenant()
+    sign_in(client, tenant.admin_email)
+    post, _ = _api(client, tenant.ref.slug)
+    raw = post("/materials/materials", {"code": "RM-1", "name": "Salt", "material_type": "raw", "unit": "kg"})
+    lot = post("/materials/lots", {"material_id": raw.get_json()["id"], "lot_number": "S-1", "quantity": "1",
+                                   "received_on": "2026-11-01", "supplier": "X"}).get_json()
+    url = f"/t/{tenant.ref.slug}/materials/lots/{lot['id']}"
+    page = client.get(url).get_data(as_text=True)
+    assert 'name="signature_password"' in page and 'name="signature_user_id"' in page  # first signature
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"csrf_token": token, "status": "released", "reason": "CoA reviewed",
+            "signature_user_id": tenant.admin_email}
+    client.post(url + "/status", data={**form, "signature_password": "wrong"})
+    page = html.unescape(client.get(url).get_data(as_text=True))
+    assert "the password is not correct" in page and "Quarantine</span>" in page
+    client.post(url + "/status", data={**form, "signature_password": TEST_PASSWORD})
+    page = html.unescape(client.get(url).get_data(as_text=True))
+    assert "Lot status changed to released (signed)." in page
+    assert re.search(r"Released by [^<]+ on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC — CoA reviewed", page)
+    assert 'name="signature_user_id"' not in page  # within the continuous signing session: password only

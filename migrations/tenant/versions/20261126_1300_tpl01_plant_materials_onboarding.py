@@ -3,7 +3,7 @@ movements (genealogy edges), lot dispositions, onboarding progress and data impo
 
 Revision ID: tpl01
 Revises: tacc1
-Create Date: 2026-11-26 12:00
+Create Date: 2026-11-26 13:00
 
 The SQL is copied from app/plant/models.py and app/materials/models.py on purpose: a migration is history and
 must not change when the model code does.
