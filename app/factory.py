@@ -65,9 +65,9 @@ def _blueprints() -> list[Any]:
     from app.signup.views import onboarding_bp
 
     return [health_bp, accounts_bp, accounts_admin_bp, accounts_api_bp, home_bp, jobs_bp, audit_bp, esign_bp,
-            signup_bp, signup_onboarding_bp, billing_bp, billing_webhook_bp, api_tokens_bp, api_docs_bp, oauth_bp,
-            plant_bp, plant_api_bp, materials_bp, materials_api_bp, onboarding_bp, recipes_bp, recipes_api_bp,
-            batches_bp, batches_api_bp, load_operations()]
+            signup_bp, onboarding_bp, billing_bp, billing_webhook_bp, api_tokens_bp, api_docs_bp, oauth_bp,
+            load_operations(), plant_bp, plant_api_bp, materials_bp, materials_api_bp, onboarding_flow_bp,
+            recipes_bp, recipes_api_bp, batches_bp, batches_api_bp]
 
 
 #: Blueprints authenticated by something other than the session cookie (bearer tokens, Stripe signatures,
