@@ -297,11 +297,23 @@ def import_recipe(session: Session, *, source: str | bytes, fmt: str, change_rea
     return create_version(session, document=document, note=note, change_reason=change_reason, locate=locate)
 
 
+_LIBRARY_CACHE: dict[tuple[tuple[str, int], ...], list[Template]] = {}
+
+
+def _load_library_cached() -> list[Template]:
+    """Parse the library once per state of its files (keyed on every file's modification time)."""
+    key = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in TEMPLATES_DIR.rglob("*.json")))
+    if key not in _LIBRARY_CACHE:
+        _LIBRARY_CACHE.clear()
+        _LIBRARY_CACHE[key] = load_library(TEMPLATES_DIR)
+    return _LIBRARY_CACHE[key]
+
+
 def library_templates() -> list[Template]:
     """The template library, checked against its index (a template changed without a new version is refused)."""
     index = {e["id"]: e for e in read_index(TEMPLATES_DIR)["templates"]}
     templates = []
-    for template in load_library(TEMPLATES_DIR):
+    for template in _load_library_cached():
         entry = index.get(template.id)
         if entry is None or entry["version"] != template.version:
             raise TemplateError(f"template {template.id} {template.version} is not in the library index")
@@ -326,7 +338,9 @@ def missing_template_materials(session: Session, template_id: str) -> list[dict[
     """The materials of a template the tenant's materials master lacks (code, name, unit), for the import screen."""
     from app.materials.models import Material
 
-    template, _ = find_template(template_id)
+    template = next((t for t in library_templates() if t.id == template_id), None)
+    if template is None:
+        raise NotFound(f"there is no template {template_id!r} in the library")
     doc = template.document
     names = {m.code: (m.name, m.unit) for m in doc.materials}
     codes = list(dict.fromkeys(code for _, code, _ in _material_refs(doc)))
@@ -497,7 +511,7 @@ def template_pack(template_id: str | None, template_version: str | None) -> Any:
     """The validation pack of the template a recipe came from, if the library still holds that version."""
     if template_id is None:
         return None
-    for template in load_library(TEMPLATES_DIR):
+    for template in _load_library_cached():
         if template.id == template_id and template.version == template_version:
             return template.pack
     return None
