@@ -226,5 +226,5 @@ def render_pdf(record: dict[str, Any]) -> bytes:
     changed since their first entry marked (EU Annex 11 §8.2)."""
     from weasyprint import HTML
 
-    html = render_template("batches/pdf/record_print.html", r=record)
+    html = render_template("batches/pdf/record.html", r=record)
     return HTML(string=html).write_pdf()

@@ -441,7 +441,7 @@ def release_content(batch: Batch, control_hash: str, assignments: dict[str, Batc
 
 def dispatch_batch(session: Session, *, batch_id: int, password: str, user_id: int, actor: Actor,
                    reason: str | None = None, identification: str | None = None,
-                   identification_required: bool = False) -> ControlRecipe:
+                   identification_required: bool = False, sso_proof: Any = None) -> ControlRecipe:
     """Release a planned batch to the floor: freeze its control recipe (signed) and lay out its steps."""
     batch = lock_batch(session, batch_id)
     if batch.status != "planned":
@@ -464,7 +464,7 @@ def dispatch_batch(session: Session, *, batch_id: int, password: str, user_id: i
                            content=release_content(batch, scaled_hash, assignments), meaning="approved",
                            password=password, actor=actor, user_id=user_id,
                            reason=reason or "released to the floor", identification=identification,
-                           identification_required=identification_required)
+                           identification_required=identification_required, sso_proof=sso_proof)
     member_id, _ = actor_of(session)
     control = ControlRecipe(batch_id=batch.id, recipe_version_id=version.id, source_content_hash=version.content_hash,
                             document=to_data(scaled.document), content_hash=scaled_hash,

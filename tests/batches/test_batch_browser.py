@@ -138,7 +138,7 @@ def test_a_shared_tablet_runs_a_short_recipe_end_to_end(live_server, tablet, mak
 
     # A re-weigh: the first attempt stays, struck through, with the reason.
     medium = _capture(page, "medium")
-    medium.locator("details.correct summary").click()
+    medium.locator("details.correct > summary").click()
     form = medium.locator("form.correct-form")
     form.locator("input[name=code]").fill(f"LOT:{floor.lots['MED-T']}")
     form.locator("input[name=quantity]").fill("8.02")
@@ -157,7 +157,8 @@ def test_a_shared_tablet_runs_a_short_recipe_end_to_end(live_server, tablet, mak
     page.click("#switch-user")
     page.fill("input[name=badge]", floor.operator2.email)
     page.fill("input[name=password]", TEST_PASSWORD)
-    page.click("button[type=submit]")
+    page.click("#switch-form button[type=submit]")
+    page.wait_for_url(f"{base}/")  # the tenant's home, as the second operator
     page.goto(f"{base}/batches/{batch_id}/steps/{floor.step(batch_id, 'sample').id}")
     expect(page.locator(".topbar .who")).to_have_text(floor.operator2.name)
     page.click("#start-step")

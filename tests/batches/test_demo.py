@@ -66,7 +66,7 @@ def _good_value(doc: Any, phase: Any, capture: Any, lots: dict[str, str]) -> tup
 
 
 def test_the_demo_batch_is_seeded_and_the_fed_batch_runs_end_to_end(make_tenant) -> None:
-    tenant = make_tenant(with_defaults=True)  # the recipe route comes with provisioning
+    tenant = make_tenant(with_defaults=True)  # the recipe_version signature route, as every real tenant has
     people, password = create_demo_people(tenant.ref, domain=f"{tenant.ref.slug}.example.com")
     with tenant_transaction(tenant.ref) as s:
         batch = seed_demo(s, people=people, password=password)
