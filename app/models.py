@@ -7,6 +7,9 @@ from app.accounts import models as accounts_models
 from app.audit import models as audit_models
 from app.core import jobs as core_jobs
 from app.core.db import PublicBase, TenantBase
+from app.sensors import models as sensors_models
 from app.tenancy import models as tenancy_models
 
-__all__ = ["PublicBase", "TenantBase", "accounts_models", "audit_models", "core_jobs", "tenancy_models"]
+__all__ = [
+    "PublicBase", "TenantBase", "accounts_models", "audit_models", "core_jobs", "sensors_models", "tenancy_models",
+]
