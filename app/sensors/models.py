@@ -126,8 +126,6 @@ class SensorAnalysisState(TenantBase):
     cursor_ts: Mapped[datetime | None]
     #: Readings analysed so far (global sample index of the next one).
     n_seen: Mapped[int] = mapped_column(BigInteger, default=0)
-    #: Readings that arrived after later ones had been analysed (stored, not charted).
-    n_late: Mapped[int] = mapped_column(BigInteger, default=0)
     #: In-control model {mean, sigma, phi, source, fitted_on}; None until enough readings were seen.
     model: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     #: `detection.ChartState` of the shift detector after the last analysed reading.
@@ -180,6 +178,8 @@ class SensorEpisode(CreatedAt, TenantBase):
     start_index: Mapped[int] = mapped_column(BigInteger)
     #: Global index of the last alarmed sample.
     end_index: Mapped[int] = mapped_column(BigInteger)
+    #: Global index of the peak sample.
+    peak_index: Mapped[int] = mapped_column(BigInteger)
     #: True while a later alarm could still extend it.
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)
     #: Batch running on the equipment at the start (None if none or not known).
