@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
+import psycopg
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -109,18 +110,18 @@ def copy_readings(session: Session, rows: str, n_rows: int) -> tuple[int, int]:
     """
     if n_rows == 0:
         return 0, 0
+    session.flush()
     raw = session.connection().connection.driver_connection
-    try:
-        with session.begin_nested(), raw.cursor() as cur, cur.copy(
-                f"COPY sensor_readings ({COPY_COLUMNS}) FROM STDIN") as copy:
-            copy.write(rows)
-        return n_rows, 0
-    except IntegrityError:
-        pass
-    except Exception as exc:  # psycopg raises UniqueViolation outside SQLAlchemy's wrapping
-        if getattr(exc, "sqlstate", None) != "23505":
-            raise
     with raw.cursor() as cur:
+        cur.execute("SAVEPOINT sensor_readings_copy")
+        try:
+            with cur.copy(f"COPY sensor_readings ({COPY_COLUMNS}) FROM STDIN") as copy:
+                copy.write(rows)
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT sensor_readings_copy")
+        else:
+            cur.execute("RELEASE SAVEPOINT sensor_readings_copy")
+            return n_rows, 0
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS sensor_readings_staging "
                     "(LIKE sensor_readings INCLUDING DEFAULTS) ON COMMIT DROP")
         cur.execute("TRUNCATE sensor_readings_staging")
