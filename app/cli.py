@@ -155,9 +155,10 @@ def scheduler(once: bool) -> None:
     run_relay_loop(current_app._get_current_object(), once=once)  # type: ignore[attr-defined]
 
 
-from app.jobs.cli import jobs_group  # noqa: E402  (area commands register after the core ones)
+from app.billing.cli import billing_group  # noqa: E402  (area commands register after the core ones)
+from app.jobs.cli import jobs_group  # noqa: E402
 
-COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group]
+COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group, billing_group]
 
 
 def register_flask_cli(app: Any) -> None:

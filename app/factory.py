@@ -29,11 +29,25 @@ csrf = CSRFProtect()
 def _blueprints() -> list[Any]:
     """Every blueprint, in one explicit list."""
     from app.accounts.views import bp as accounts_bp
+    from app.api.oauth import oauth_bp
+    from app.api.registry import load_operations
+    from app.api.views import bp as api_tokens_bp
+    from app.api.views import docs_bp as api_docs_bp
+    from app.billing.views import bp as billing_bp
+    from app.billing.views import webhook_bp as billing_webhook_bp
     from app.health.views import bp as health_bp
     from app.home.views import bp as home_bp
     from app.jobs.views import bp as jobs_bp
+    from app.signup.views import bp as signup_bp
+    from app.signup.views import onboarding_bp
 
-    return [health_bp, accounts_bp, home_bp, jobs_bp]
+    return [health_bp, accounts_bp, home_bp, jobs_bp, signup_bp, onboarding_bp, billing_bp, billing_webhook_bp,
+            api_tokens_bp, api_docs_bp, oauth_bp, load_operations()]
+
+
+#: Blueprints authenticated by something other than the session cookie (bearer tokens, Stripe signatures,
+#: OAuth client secrets): CSRF tokens do not apply to them.
+CSRF_EXEMPT = ("api_v1", "oauth", "billing_webhook")
 
 
 def _secret_key(instance: Path) -> str:
@@ -69,8 +83,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     login_manager.login_view = "accounts.login"
     csrf.init_app(app)
-    for bp in _blueprints():
+    blueprints = _blueprints()
+    for bp in blueprints:
         app.register_blueprint(bp)
+        if bp.name in CSRF_EXEMPT:
+            csrf.exempt(bp)
+    from app.api.oauth import init_oauth
+
+    init_oauth(app, [bp for bp in blueprints if bp.name in ("api_v1", "oauth")])
     _register_errors(app)
 
     from app.cli import register_flask_cli
@@ -93,7 +113,12 @@ def _register_errors(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Any:
         status = exc.code or 500
         if wants_json():
-            return problem(status, exc.name, exc.description or "")
+            response = problem(status, exc.name, exc.description or "")
+            # Keep the exception's own headers (Allow on a 405, Retry-After on a 429, WWW-Authenticate).
+            for name, value in exc.get_headers():
+                if name.lower() != "content-type":
+                    response.headers[name] = value
+            return response
         return render_template("error.html", status=status, message=exc.description), status
 
 

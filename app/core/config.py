@@ -29,4 +29,29 @@ def defaults() -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "DEMO_TENANT": "demo",
+        # Base URL put in links that leave the app (verification mails, Stripe return URLs); empty -> request host.
+        "PUBLIC_BASE_URL": "",
+        # Mail: file backend under instance/mail by default; SMTP when MAIL_SMTP_HOST is set (see app.core.mail).
+        "MAIL_BACKEND": "file",
+        "MAIL_DIR": "",
+        "MAIL_FROM": "Batchline <no-reply@batchline.invalid>",
+        "MAIL_SMTP_HOST": "",
+        "MAIL_SMTP_PORT": 25,
+        "MAIL_SMTP_USER": "",
+        "MAIL_SMTP_PASSWORD": "",
+        "MAIL_SMTP_STARTTLS": False,
+        # Sign-up: how long a verification link works (and the slug stays reserved).
+        "SIGNUP_VERIFY_MAX_AGE_S": 24 * 3600,
+        # Plans and entitlements as data; empty -> tenants/plans.json in the repository.
+        "PLANS_FILE": "",
+        # Billing is off (every tenant on the unlimited local plan) unless a Stripe secret key is set.
+        "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", ""),
+        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
+        # Empty -> Stripe itself; tests point it at localstripe on loopback.
+        "STRIPE_API_BASE": "",
+        # Subscription item parameter naming the price: `price` (Stripe) or `plan` (localstripe knows only plans).
+        "STRIPE_PRICE_PARAM": "price",
+        # Public API: per-credential rate limit (flask-limiter syntax) and OAuth access-token lifetime.
+        "API_RATE_LIMIT": "600 per minute",
+        "OAUTH_TOKEN_EXPIRES_S": 3600,
     }

@@ -31,3 +31,9 @@ class ConfigurationError(BatchlineError):
     """The deployment is misconfigured; the message says which setting to fix."""
 
     status_code = 500
+
+
+class PaymentRequired(BatchlineError):
+    """The tenant's plan or subscription does not allow this; the message says how to upgrade or renew."""
+
+    status_code = 402

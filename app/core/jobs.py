@@ -8,6 +8,10 @@ job never runs.
 Every job runs through `run_tenant_job`, which opens the tenant transaction, calls the function with the
 session and the ids, and marks the outbox row finished **in the same transaction**: a redelivered job (a
 worker killed after commit, a relay that enqueued twice) sees the mark and does nothing.
+
+Control-plane work that has no tenant yet (provisioning a signed-up tenant, processing a Stripe event) uses
+the same machinery on `public.control_outbox`: `enqueue_control(session, "app.area.jobs:fn", **ids)` in a
+`control_session`, functions marked `@control_job`, run by `run_control_job`.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from sqlalchemy import Identity, Index, String, Text, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from app.core.db import CreatedAt, Database, TenantBase
-from app.core.tenancy import TenantRef, after_commit, tenant_transaction
+from app.core.db import CreatedAt, Database, PublicBase, TenantBase
+from app.core.tenancy import TenantRef, after_commit, control_session, tenant_transaction
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +43,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class OutboxMessage(CreatedAt, TenantBase):
-    """A job to run once the transaction that wrote it has committed."""
-
-    __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL")),)
+class OutboxColumns:
+    """Columns shared by the tenant outbox and the control-plane outbox."""
 
     #: Also the idempotency key of the job.
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
-    #: Dotted path `module:function` of a function decorated with `@tenant_job`.
+    #: Dotted path `module:function` of a function decorated with `@tenant_job` / `@control_job`.
     func: Mapped[str] = mapped_column(String(200))
     #: RQ queue name.
     queue: Mapped[str] = mapped_column(String(40))
@@ -65,6 +66,22 @@ class OutboxMessage(CreatedAt, TenantBase):
     result: Mapped[Any | None] = mapped_column(JSONB)
 
 
+class OutboxMessage(CreatedAt, OutboxColumns, TenantBase):
+    """A tenant job to run once the transaction that wrote it has committed."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL")),)
+
+
+class ControlOutboxMessage(CreatedAt, OutboxColumns, PublicBase):
+    """A control-plane job (no tenant yet, or about the tenant directory) to run after its transaction commits."""
+
+    __tablename__ = "control_outbox"
+    __table_args__ = (
+        Index("ix_control_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL")),
+    )
+
+
 def tenant_job(queue: str = "default") -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Mark a function `fn(session, **ids)` as a tenant job for `queue`; only marked functions can be enqueued."""
     if queue not in QUEUES:
@@ -77,13 +94,26 @@ def tenant_job(queue: str = "default") -> Callable[[Callable[P, R]], Callable[P,
     return mark
 
 
-def _resolve(path: str) -> Callable[..., Any]:
+def control_job(queue: str = "default") -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a function `fn(session, **ids)` as a control-plane job (its session is a `control_session`)."""
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}")
+
+    def mark(fn: Callable[P, R]) -> Callable[P, R]:
+        fn.__batchline_control_queue__ = queue  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _resolve(path: str, marker: str = "__batchline_queue__") -> Callable[..., Any]:
     module_name, _, attr = path.partition(":")
     if not module_name.startswith("app.") or not attr:
         raise ValueError(f"job path must be 'app.<module>:<function>', got {path!r}")
     fn = getattr(importlib.import_module(module_name), attr)
-    if not hasattr(fn, "__batchline_queue__"):
-        raise ValueError(f"{path} is not marked with @tenant_job")
+    if not hasattr(fn, marker):
+        kind = "@tenant_job" if marker == "__batchline_queue__" else "@control_job"
+        raise ValueError(f"{path} is not marked with {kind}")
     return fn
 
 
@@ -110,43 +140,53 @@ def enqueue(session: Session, func: str, **kwargs: Any) -> OutboxMessage:
     return msg
 
 
-def _push(app: Flask, tenant_id: int, row: OutboxMessage) -> None:
+def _push_to_rq(app: Flask, *, queue_name: str, jid: str, entry: str, kwargs: dict[str, Any],
+                description: str) -> None:
+    """Hand one outbox row to RQ under a deterministic id (pushing twice is one job)."""
     conn = redis_connection(app)
-    queue = Queue(row.queue, connection=conn, serializer=JSONSerializer)
-    jid = job_id(tenant_id, row.id)
     if Job.exists(jid, connection=conn):
         return
     intervals = list(app.config["JOB_RETRY_INTERVALS"])
-    queue.enqueue_call(
-        "app.core.jobs.run_tenant_job",
-        kwargs={"tenant_id": tenant_id, "outbox_id": row.id},
+    Queue(queue_name, connection=conn, serializer=JSONSerializer).enqueue_call(
+        entry,
+        kwargs=kwargs,
         job_id=jid,
         retry=Retry(max=len(intervals), interval=intervals),
         result_ttl=86400,
         failure_ttl=7 * 86400,
-        description=f"{row.func} tenant={tenant_id}",
+        description=description,
     )
+
+
+def _push(app: Flask, tenant_id: int, row: OutboxMessage) -> None:
+    _push_to_rq(app, queue_name=row.queue, jid=job_id(tenant_id, row.id), entry="app.core.jobs.run_tenant_job",
+                kwargs={"tenant_id": tenant_id, "outbox_id": row.id}, description=f"{row.func} tenant={tenant_id}")
+
+
+def _push_and_mark(app: Flask, session: Session, rows: Any, push: Callable[[Any], None], what: str) -> int:
+    """Push rows in order and stamp them dispatched; stop at the first Redis error (the relay retries)."""
+    pushed = 0
+    for row in rows:
+        try:
+            push(row)
+        except redis.RedisError as exc:
+            # Redis is down: the row stays undispatched and the relay retries it.
+            log.warning("redis unavailable, %s outbox %s waits: %s", what, row.id, exc)
+            break
+        row.dispatched_at = session.execute(text("SELECT now()")).scalar_one()
+        pushed += 1
+    return pushed
 
 
 def dispatch(app: Flask, ref: TenantRef, outbox_ids: list[int]) -> int:
     """Push committed outbox rows to Redis and mark them dispatched; return how many were pushed."""
-    pushed = 0
     with app.app_context(), tenant_transaction(ref) as session:
         rows = session.scalars(
             select(OutboxMessage)
             .where(OutboxMessage.id.in_(outbox_ids), OutboxMessage.dispatched_at.is_(None))
             .with_for_update(skip_locked=True)
         ).all()
-        for row in rows:
-            try:
-                _push(app, ref.id, row)
-            except redis.RedisError as exc:
-                # Redis is down: the row stays undispatched and the relay retries it.
-                log.warning("redis unavailable, outbox %s of tenant %s waits: %s", row.id, ref.id, exc)
-                break
-            row.dispatched_at = session.execute(text("SELECT now()")).scalar_one()
-            pushed += 1
-    return pushed
+        return _push_and_mark(app, session, rows, lambda row: _push(app, ref.id, row), f"tenant {ref.id}")
 
 
 def relay_tenant(app: Flask, ref: TenantRef, *, min_age_s: float | None = None) -> int:
@@ -163,10 +203,14 @@ def relay_tenant(app: Flask, ref: TenantRef, *, min_age_s: float | None = None) 
 
 
 def relay_all(app: Flask, *, min_age_s: float | None = None) -> int:
-    """Sweep every active tenant's outbox once; one tenant's failure never stops the others."""
+    """Sweep the control outbox and every active tenant's outbox once; one failure never stops the others."""
     from app.tenancy.queries import active_tenant_refs  # tenancy builds on core, not the reverse
 
     total = 0
+    try:
+        total += relay_control(app, min_age_s=min_age_s)
+    except Exception:
+        log.exception("control outbox relay failed")
     for ref in active_tenant_refs(app):
         try:
             total += relay_tenant(app, ref, min_age_s=min_age_s)
@@ -219,6 +263,86 @@ def run_tenant_job(*, tenant_id: int, outbox_id: int) -> Any:
             raise
 
 
+def control_job_id(outbox_id: int) -> str:
+    """RQ job id of a control-plane job: deterministic, like tenant jobs."""
+    return f"c-ob{outbox_id}"
+
+
+def enqueue_control(session: Session, func: str, **kwargs: Any) -> ControlOutboxMessage:
+    """Schedule control-plane `func(session, **kwargs)` after the `control_session` transaction commits."""
+    fn = _resolve(func, "__batchline_control_queue__")
+    msg = ControlOutboxMessage(func=func, queue=fn.__batchline_control_queue__, kwargs=kwargs)
+    session.add(msg)
+    session.flush()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    outbox_id = msg.id
+    after_commit(session, lambda: dispatch_control(app, [outbox_id]))
+    return msg
+
+
+def _push_control(app: Flask, row: ControlOutboxMessage) -> None:
+    _push_to_rq(app, queue_name=row.queue, jid=control_job_id(row.id), entry="app.core.jobs.run_control_job",
+                kwargs={"outbox_id": row.id}, description=f"{row.func} control")
+
+
+def dispatch_control(app: Flask, outbox_ids: list[int]) -> int:
+    """Push committed control-outbox rows to Redis and mark them dispatched; return how many were pushed."""
+    with app.app_context(), control_session() as session:
+        rows = session.scalars(
+            select(ControlOutboxMessage)
+            .where(ControlOutboxMessage.id.in_(outbox_ids), ControlOutboxMessage.dispatched_at.is_(None))
+            .order_by(ControlOutboxMessage.id)
+            .with_for_update(skip_locked=True)
+        ).all()
+        return _push_and_mark(app, session, rows, lambda row: _push_control(app, row), "control")
+
+
+def relay_control(app: Flask, *, min_age_s: float | None = None) -> int:
+    """Push every undispatched control-outbox row older than `min_age_s`."""
+    age = app.config["OUTBOX_RELAY_MIN_AGE_S"] if min_age_s is None else min_age_s
+    with app.app_context(), control_session() as session:
+        ids = session.scalars(
+            select(ControlOutboxMessage.id).where(
+                ControlOutboxMessage.dispatched_at.is_(None),
+                ControlOutboxMessage.created_at <= text("now() - make_interval(secs => :age)").bindparams(age=age),
+            )
+        ).all()
+    return dispatch_control(app, list(ids)) if ids else 0
+
+
+def run_control_job(*, outbox_id: int) -> Any:
+    """RQ entry point: run one control-plane outbox job, exactly once in effect."""
+    app = _app_for_job()
+    with app.app_context():
+        db: Database = app.extensions["batchline.db"]
+        try:
+            with control_session(db=db) as session:
+                row = session.execute(
+                    select(ControlOutboxMessage).where(ControlOutboxMessage.id == outbox_id).with_for_update()
+                ).scalar_one_or_none()
+                if row is None:
+                    raise LookupError(f"control outbox row {outbox_id} not found")
+                if row.finished_at is not None:
+                    return row.result  # already done: a redelivery changes nothing
+                result = _resolve(row.func, "__batchline_control_queue__")(session, **row.kwargs)
+                row.result = result
+                row.finished_at = session.execute(text("SELECT now()")).scalar_one()
+                return result
+        except Exception as exc:
+            with control_session(db=db) as session:
+                session.execute(
+                    update(ControlOutboxMessage)
+                    .where(ControlOutboxMessage.id == outbox_id)
+                    .values(failures=ControlOutboxMessage.failures + 1,
+                            last_error=f"{type(exc).__name__}: {exc}"[:4000])
+                )
+            raise
+
+
+#: Periodic control-plane sweeps other areas register (e.g. billing deadlines); each gets the app.
+PERIODIC_SWEEPS: list[Callable[[Flask], Any]] = []
+
+
 @tenant_job(queue="default")
 def whoami(session: Session) -> dict[str, str]:
     """Report the database role and schema a job runs under (ops diagnostics and isolation tests)."""
@@ -231,6 +355,11 @@ def run_relay_loop(app: Flask, *, interval_s: float | None = None, once: bool = 
     interval = interval_s if interval_s is not None else app.config["OUTBOX_RELAY_INTERVAL_S"]
     while True:
         relay_all(app)
+        for sweep in PERIODIC_SWEEPS:
+            try:
+                sweep(app)
+            except Exception:  # one sweep's failure must not stop the relay
+                log.exception("periodic sweep %s failed", getattr(sweep, "__name__", sweep))
         if once:
             return
         time.sleep(interval)

@@ -26,6 +26,7 @@ PERMISSIONS: dict[str, str] = {
     "materials.manage": "Receive lots and record movements",
     "materials.disposition": "Release or reject material lots",
     "deviations.manage": "Open and investigate deviations",
+    "users.read": "See users, their memberships and roles",
     "users.manage": "Invite users, assign roles, deactivate",
     "audit.read": "Read the audit trail and security events",
     "jobs.read": "See background jobs and their failures",

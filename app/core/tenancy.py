@@ -92,7 +92,23 @@ def tenant_transaction(tenant: TenantRef | int, *, db: Database | None = None,
 
 @contextmanager
 def control_session(*, db: Database | None = None) -> Iterator[Session]:
-    """Open a session on the control plane (`public`) as the runtime user, in one transaction."""
+    """Open a session on the control plane (`public`) as the runtime user, in one transaction.
+
+    Callbacks registered with `after_commit` run once the transaction has committed (never on rollback).
+    """
     db = db or current_db()
-    with Session(db.runtime, expire_on_commit=False) as session, session.begin():
-        yield session
+    session = Session(db.runtime, expire_on_commit=False)
+    committed = False
+    try:
+        with session.begin():
+            yield session
+        committed = True
+    finally:
+        callbacks = session.info.pop("after_commit", [])
+        session.close()
+    if committed:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # an after-commit hook (e.g. enqueue to Redis) must not undo the commit
+                log.exception("after-commit callback failed in the control plane")

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Blueprint, abort, current_app, g, jsonify, redirect, request, url_for
+from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -29,6 +29,23 @@ def requires(permission: str) -> Callable[[F], F]:
         return view
 
     return mark
+
+
+def allowed_when_read_only(view: F) -> F:
+    """Let a writing view run in a read-only tenant (billing, exports): the few ways out of read-only."""
+    view.__batchline_read_only_ok__ = True  # type: ignore[attr-defined]
+    return view
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_ONLY_MESSAGE = ("This workspace is read-only because its subscription has ended: every record stays readable "
+                     "and exportable, but nothing new can be recorded. An admin can renew on the billing page.")
+
+
+def write_refused_in_read_only(view: Callable[..., Any] | None, tenant_status: str, method: str) -> bool:
+    """True when a request must be refused because the tenant is read-only."""
+    return (tenant_status == "read_only" and method not in SAFE_METHODS
+            and not getattr(view, "__batchline_read_only_ok__", False))
 
 
 def view_permission(view: Callable[..., Any]) -> str | None:
@@ -92,6 +109,10 @@ def _resolve_tenant_member() -> Any:
         abort(500, description=f"route {request.endpoint} declares no permission")
     if needed not in (PUBLIC, MEMBER) and needed not in g.permissions:
         abort(403, description=f"your role does not allow this ({needed})")
+    if write_refused_in_read_only(view, row.status, request.method):
+        if _wants_json():
+            return problem(402, "Workspace is read-only", READ_ONLY_MESSAGE)
+        return render_template("error.html", status=402, message=READ_ONLY_MESSAGE), 402
     return None
 
 

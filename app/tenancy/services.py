@@ -60,8 +60,13 @@ class ProvisionedTenant:
 
 
 def create_tenant(db: Database, *, slug: str, name: str, admin_email: str, admin_name: str = "",
-                  admin_password: str | None = None, migrations_dir: str = "") -> ProvisionedTenant:
-    """Create the tenant's row, role and schema at head and its first admin, all in one transaction."""
+                  admin_password: str | None = None, migrations_dir: str = "",
+                  admin_password_hash: str | None = None) -> ProvisionedTenant:
+    """Create the tenant's row, role and schema at head and its first admin, all in one transaction.
+
+    `admin_password_hash` (an argon2id hash, e.g. from a verified sign-up) is used for a new account instead of
+    hashing `admin_password`.
+    """
     slug = validate_slug(slug)
     name = (name or "").strip()
     if not name or len(name) > 200:
@@ -86,10 +91,10 @@ def create_tenant(db: Database, *, slug: str, name: str, admin_email: str, admin
         tenant.migrated_at = conn.execute(text("SELECT now()")).scalar_one()
         user = session.scalar(select(User).where(User.email == admin_email))
         if user is None:
-            if admin_password is None:
+            if admin_password is None and admin_password_hash is None:
                 admin_password = generated = secrets.token_urlsafe(12)
             user = User(email=admin_email, name=admin_name or admin_email.split("@")[0],
-                        password_hash=hash_password(admin_password))
+                        password_hash=admin_password_hash or hash_password(admin_password or ""))
             session.add(user)
             session.flush()
         session.add(Membership(user_id=user.id, tenant_id=tenant.id, roles=["Admin"]))
