@@ -38,11 +38,12 @@ def _blueprints() -> list[Any]:
     from app.health.views import bp as health_bp
     from app.home.views import bp as home_bp
     from app.jobs.views import bp as jobs_bp
+    from app.sensors.views import bp as sensors_bp
     from app.signup.views import bp as signup_bp
     from app.signup.views import onboarding_bp
 
     return [health_bp, accounts_bp, home_bp, jobs_bp, signup_bp, onboarding_bp, billing_bp, billing_webhook_bp,
-            api_tokens_bp, api_docs_bp, oauth_bp, load_operations()]
+            api_tokens_bp, api_docs_bp, oauth_bp, sensors_bp, load_operations()]
 
 
 #: Blueprints authenticated by something other than the session cookie (bearer tokens, Stripe signatures,

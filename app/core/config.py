@@ -54,4 +54,6 @@ def defaults() -> dict[str, Any]:
         # Public API: per-credential rate limit (flask-limiter syntax) and OAuth access-token lifetime.
         "API_RATE_LIMIT": "600 per minute",
         "OAUTH_TOKEN_EXPIRES_S": 3600,
+        # Largest sensor ingest payload accepted by POST /api/v1/ingest (bytes).
+        "INGEST_MAX_BYTES": 10 * 1024 * 1024,
     }
