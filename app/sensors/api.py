@@ -99,7 +99,9 @@ def get_trend(principal: ApiPrincipal, *, sensor_id: int, query: TrendQuery) -> 
     with tenant_transaction(principal.tenant) as session:
         if session.get(Sensor, sensor_id) is None:
             raise ApiError(404, "Not Found", f"no sensor {sensor_id} in this workspace")
-        buckets = queries.trend(session, sensor_id=sensor_id, start=query.start, end=query.end, points=query.points)
+        # An empty or reversed window has no readings: an empty trend, not an error.
+        buckets = (queries.trend(session, sensor_id=sensor_id, start=query.start, end=query.end,
+                                 points=query.points) if query.start < query.end else [])
     return TrendOut(sensor_id=sensor_id, bucket_s=queries.bucket_seconds(query.start, query.end, query.points),
                     buckets=buckets)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -58,13 +58,12 @@ class TrendQuery(Query):
     points: int = Field(default=500, ge=1, le=5000, description="About how many buckets to return")
 
     @model_validator(mode="after")
-    def _ordered(self) -> TrendQuery:
-        if self.start.tzinfo is None or self.end.tzinfo is None:
-            raise ValueError("start and end need a UTC offset")
-        if not self.start < self.end:
-            raise ValueError("end must be after start")
-        if (self.end - self.start).days > 400:
-            raise ValueError("a trend spans at most 400 days; narrow the window")
+    def _utc(self) -> TrendQuery:
+        # A time without an offset is read as UTC (every stored timestamp is UTC).
+        if self.start.tzinfo is None:
+            self.start = self.start.replace(tzinfo=UTC)
+        if self.end.tzinfo is None:
+            self.end = self.end.replace(tzinfo=UTC)
         return self
 
 

@@ -12,7 +12,7 @@ from app.api import services as api_services
 from app.api.queries import oauth_clients
 from app.core.errors import BatchlineError, ValidationError
 from app.core.tenancy import control_session, tenant_transaction
-from app.core.web import allowed_when_read_only, requires, tenant_blueprint
+from app.core.web import requires, tenant_blueprint
 from app.plant.models import Sensor
 from app.sensors import queries
 
@@ -154,7 +154,6 @@ def rotate_gateway(client_id: int) -> Any:
 
 @bp.post("/sensors/gateways/<int:client_id>/revoke")
 @requires("settings.manage")
-@allowed_when_read_only
 def revoke_gateway(client_id: int) -> Any:
     """Revoke a gateway and every token it holds."""
     try:
