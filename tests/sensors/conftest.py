@@ -86,3 +86,26 @@ def readings_json(tag: str, values: list[float], *, start: datetime = T0, period
     if message_id:
         doc["message_id"] = message_id
     return json.dumps(doc).encode()
+
+
+@dataclass(frozen=True)
+class GatewayCredentials:
+    """An OAuth2 client with the `ingest` scope, as a tenant admin registers it."""
+
+    client_id: str
+    secret: str
+
+
+@pytest.fixture
+def gateway_for() -> Callable[[Plant], GatewayCredentials]:
+    """Factory: register a gateway (OAuth2 client, scope `ingest`) for a plant's tenant."""
+    from app.api import services as api_services
+    from app.core.tenancy import control_session
+
+    def make(plant: Plant) -> GatewayCredentials:
+        with control_session() as session:
+            issued = api_services.create_oauth_client(session, tenant_id=plant.ref.id, name="test gateway",
+                                                      scopes=["ingest"], created_by_user_id=None)
+        return GatewayCredentials(issued.client_id, issued.secret)
+
+    return make
