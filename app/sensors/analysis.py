@@ -120,10 +120,21 @@ def _limit_detections(session: Session, sensor: Sensor, stamps: list[datetime], 
     return detection.Detection(spec, alarm, statistic, level=level)
 
 
+def _finite(value: float) -> float | None:
+    """Return the value, or None for NaN/inf (JSON and the audit trail have no NaN)."""
+    return float(value) if np.isfinite(value) else None
+
+
+def _only_finite(found: detection.Detection, values: np.ndarray) -> detection.Detection:
+    return detection.Detection(found.spec, found.alarm & np.isfinite(values), found.statistic, found.state,
+                               found.level)
+
+
 def _episode_of(row: SensorEpisode) -> detection.Episode:
     return detection.Episode(rule=row.rule, start_index=row.start_index, end_index=row.end_index,
                              start_time=row.start_ts, end_time=row.end_ts, peak_index=row.peak_index,
-                             peak_value=row.peak_value, peak_deviation=row.peak_deviation, n_alarms=row.n_alarms,
+                             peak_value=np.nan if row.peak_value is None else row.peak_value,
+                             peak_deviation=row.peak_deviation, n_alarms=row.n_alarms,
                              open=row.is_open)
 
 
@@ -161,8 +172,9 @@ def _save_episodes(session: Session, sensor: Sensor, state: SensorAnalysisState,
             was_red = row.severity == "red"
             row.end_ts, row.end_index = episode.end_time, episode.end_index
             if episode.peak_index != row.peak_index:
-                row.peak_index, row.peak_value = episode.peak_index, episode.peak_value
-                row.peak_deviation, row.peak_ts = episode.peak_deviation, stamps[local(episode.peak_index)]
+                row.peak_index, row.peak_value = episode.peak_index, _finite(episode.peak_value)
+                row.peak_deviation = _finite(episode.peak_deviation) or 0.0
+                row.peak_ts = stamps[local(episode.peak_index)]
             row.n_alarms, row.is_open = episode.n_alarms, episode.open
             row.severity = "red" if was_red or severity == "red" else "amber"
         else:
@@ -170,8 +182,9 @@ def _save_episodes(session: Session, sensor: Sensor, state: SensorAnalysisState,
             row = SensorEpisode(
                 sensor_id=sensor.id, equipment_id=sensor.equipment_id, kind=result.spec.kind, rule=rule,
                 spec=result.spec.to_dict(), severity=severity, start_ts=episode.start_time,
-                end_ts=episode.end_time, peak_ts=stamps[local(episode.peak_index)], peak_value=episode.peak_value,
-                peak_deviation=float(np.nan_to_num(episode.peak_deviation)), n_alarms=episode.n_alarms,
+                end_ts=episode.end_time, peak_ts=stamps[local(episode.peak_index)],
+                peak_value=_finite(episode.peak_value),
+                peak_deviation=_finite(episode.peak_deviation) or 0.0, n_alarms=episode.n_alarms,
                 start_index=episode.start_index, end_index=episode.end_index, peak_index=episode.peak_index,
                 is_open=episode.open, batch_id=int(batch_ids[start]) if batch_ids[start] >= 0 else None,
                 step_id=int(step_ids[start]) if step_ids[start] >= 0 else None)
@@ -202,7 +215,7 @@ def analyse_sensor(session: Session, sensor: Sensor) -> dict[str, Any]:
     n_back, n_judged = len(back), len(new) - LAG
     judged = slice(n_back, n_back + n_judged)
     stamps = [r[0] for r in rows]
-    values = np.array([r[1] for r in rows], dtype=float)
+    values = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
     quality = np.array([r[2] for r in rows], dtype=np.int8)
     batch_ids = np.array([-1 if r[3] is None else r[3] for r in rows], dtype=np.int64)
     step_ids = np.array([-1 if r[4] is None else r[4] for r in rows], dtype=np.int64)
@@ -211,7 +224,8 @@ def analyse_sensor(session: Session, sensor: Sensor) -> dict[str, Any]:
 
     health = [
         detection.quality_check(quality),
-        detection.range_check(values, low=low, high=high),
+        # A missing value (a bad reading without a number) is the quality check's business, not a range fault.
+        _only_finite(detection.range_check(values, low=low, high=high), values),
         detection.stuck_check(values, n=STUCK_N),
         detection.spike_check(values, half_window=SPIKE_HALF_WINDOW, threshold=SPIKE_THRESHOLD,
                               min_scale=(high - low) * 1e-6),

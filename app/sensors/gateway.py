@@ -34,7 +34,7 @@ class Reading:
 
     sensor: str
     ts: datetime
-    value: float
+    value: float | None  # None only for a bad-quality reading without a number
     quality: str = "good"
 
     def as_json(self) -> dict[str, Any]:

@@ -102,8 +102,8 @@ class SensorReading(TenantBase):
     sensor_id: Mapped[int] = mapped_column(BigInteger)
     #: Source timestamp of the reading (device or OPC UA server clock), UTC.
     ts: Mapped[datetime]
-    #: The measured value in the sensor's unit.
-    value: Mapped[float] = mapped_column(Double)
+    #: The measured value in the sensor's unit; NULL only for a bad-quality reading that carried no number.
+    value: Mapped[float | None] = mapped_column(Double)
     #: 0 good, 1 uncertain, 2 bad (a quality flag, never a process value).
     quality: Mapped[int] = mapped_column(SmallInteger, default=0)
     #: The payload that brought it.
@@ -168,8 +168,8 @@ class SensorEpisode(CreatedAt, TenantBase):
     end_ts: Mapped[datetime]
     #: Timestamp of the reading with the largest deviation.
     peak_ts: Mapped[datetime]
-    #: Reading value at the peak.
-    peak_value: Mapped[float] = mapped_column(Double)
+    #: Reading value at the peak (None when the peak reading carried no number: a bad-quality flag).
+    peak_value: Mapped[float | None] = mapped_column(Double)
     #: Charted statistic at the peak (sigma units for charts, distance for limits).
     peak_deviation: Mapped[float] = mapped_column(Double)
     #: Alarmed readings in the episode.

@@ -120,15 +120,17 @@ def _accept(out: ParsedReadings, index: int, sensor: Any, ts: Any, value: Any, q
     if stamp is None:
         out.refuse(index, sensor, "ts is not an RFC 3339 timestamp with a UTC offset")
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        out.refuse(index, sensor, "value is not a finite number")
-        return
     if quality is None or quality == "":
         code = 0
     elif isinstance(quality, str) and quality.strip().lower() in QUALITIES:
         code = QUALITIES[quality.strip().lower()]
     else:
         out.refuse(index, sensor, "quality must be good, uncertain or bad")
+        return
+    if (value is None or value == "") and code == QUALITIES["bad"]:
+        value = math.nan  # a bad reading with no number: stored as a quality flag with a NULL value
+    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        out.refuse(index, sensor, "value is not a finite number (only a bad-quality reading may have none)")
         return
     out.tags.append(sensor.strip())
     out.stamps.append(stamp)
@@ -137,8 +139,10 @@ def _accept(out: ParsedReadings, index: int, sensor: Any, ts: Any, value: Any, q
     out.indices.append(index)
 
 
-def _number(cell: str) -> float | str:
+def _number(cell: str) -> float | str | None:
     """Parse a CSV cell as a number, or return it unchanged so the reading is refused as non-numeric."""
+    if cell == "":
+        return None
     try:
         return float(cell)
     except ValueError:

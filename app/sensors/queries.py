@@ -15,11 +15,11 @@ from app.sensors.payloads import QUALITY_NAMES
 #: Trend query: min / max / avg per bucket; the time filter prunes partitions and uses the (sensor_id, ts) key.
 TREND_SQL = text("""
 SELECT date_bin(make_interval(secs => :bucket), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-       min(value) AS min, max(value) AS max, avg(value) AS avg, count(*) AS n,
+       min(value) AS min, max(value) AS max, avg(value) AS avg, count(value) AS n,
        max(quality) AS worst_quality
 FROM sensor_readings
 WHERE sensor_id = :sensor_id AND ts >= :start AND ts < :end
-GROUP BY 1 ORDER BY 1
+GROUP BY 1 HAVING count(value) > 0 ORDER BY 1
 """)
 
 

@@ -6,6 +6,7 @@ lives in `app.sensors.analysis`.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -201,7 +202,7 @@ def _rows_for(session: Session, parsed: ParsedReadings, sensors: dict[str, Senso
     columns = [
         [str(v) for v in ids.tolist()],
         [parsed.stamps[i].isoformat() for i in keep],
-        [repr(parsed.values[i]) for i in keep],
+        ["\\N" if math.isnan(parsed.values[i]) else repr(parsed.values[i]) for i in keep],
         [str(parsed.qualities[i]) for i in keep],
         [str(ingest_id)] * len(keep),
         nullable(batch_ids),

@@ -11,7 +11,7 @@
       var tile = section.querySelector('[data-sensor="' + t.id + '"]');
       if (!tile) { return; }
       tile.className = "tile state-" + t.state;
-      tile.querySelector(".value").textContent = t.latest ? fmt(t.latest.value) : "–";
+      tile.querySelector(".value").textContent = (t.latest && t.latest.value !== null) ? fmt(t.latest.value) : "–";
       tile.querySelector(".alarms").textContent = t.open.map(function (e) { return e.rule; }).join(", ");
     });
   }

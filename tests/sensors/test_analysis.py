@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -13,7 +14,7 @@ from app.core.tenancy import tenant_transaction
 from app.sensors import services
 from app.sensors.analysis import BASELINE_N, LAG
 from app.sensors.batch_link import RunningStep, StepLimits, register_batch_source, running_step_at
-from app.sensors.models import SensorAnalysisState, SensorEpisode, SensorReading
+from app.sensors.models import SensorAnalysisState, SensorEpisode, SensorIngest, SensorReading
 from tests.sensors.conftest import T0, burst, readings_json
 
 B = BASELINE_N
@@ -182,3 +183,24 @@ def test_fit_baseline_on_a_reference_window(app, make_plant) -> None:
                                     end=T0 + timedelta(seconds=120), nelson=[1, 5])
     assert abs(doc["mean"] - 37.0) < 0.05 and doc["nelson"] == [1, 5] and doc["source"] == "window"
     assert datetime.fromisoformat(doc["fitted_to"]) == (T0 + timedelta(seconds=120)).astimezone(UTC)
+
+
+def test_a_bad_reading_without_a_value_is_a_quality_flag_not_a_number(app, make_plant) -> None:
+    plant = make_plant()
+    values = [7.0 + 0.01 * (i % 3) for i in range(40)]
+    quality = ["good"] * 40
+    body = json.loads(readings_json(plant.tag("PH"), values, quality=quality))
+    for i in range(20, 24):
+        body["readings"][i].update(value=None, quality="bad")
+    body["readings"][30]["value"] = None  # a good reading must carry a number: refused
+    with tenant_transaction(plant.ref) as session:
+        ingest = services.accept_payload(session, body=json.dumps(body).encode(), kind="json", source="t",
+                                         max_bytes=MAX).ingest.id
+    burst()
+    with tenant_transaction(plant.ref) as session:
+        doc = services.ingest_summary(session.get(SensorIngest, ingest))
+        stored = session.scalars(select(SensorReading.value).where(SensorReading.quality == 2)).all()
+    assert doc["readings"]["stored"] == 39 and doc["readings"]["rejected"] == 1
+    assert stored == [None] * 4
+    eps = episodes(plant, "PH")
+    assert [(e.rule, e.start_index, e.n_alarms, e.peak_value) for e in eps] == [("health.quality", 20, 4, None)]

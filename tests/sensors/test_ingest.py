@@ -72,7 +72,7 @@ def test_unknown_sensors_and_bad_values_are_reported_never_silently_dropped(app,
     assert doc["readings"] == {"total": 6, "stored": 2, "duplicate": 0, "rejected": 4}
     reasons = {e["index"]: e["reason"] for e in doc["errors"]}
     assert reasons[1].startswith("unknown sensor tag")
-    assert reasons[2] == "value is not a finite number"
+    assert reasons[2] .startswith("value is not a finite number")
     assert "UTC offset" in reasons[3]
     assert "quality" in reasons[4]
     assert sum(doc["error_counts"].values()) == 4
@@ -129,7 +129,7 @@ def test_csv_payload_with_and_without_header(app, make_plant) -> None:
     burst()
     doc = _ingest(plant, ingest_id)
     assert doc["readings"] == {"total": 4, "stored": 3, "duplicate": 0, "rejected": 1}
-    assert doc["errors"][0]["reason"] == "value is not a finite number"
+    assert doc["errors"][0]["reason"] .startswith("value is not a finite number")
     assert _ingest(plant, bare)["readings"]["stored"] == 1
 
 

@@ -71,7 +71,8 @@ def parse_message(topic: str, payload: bytes, config: MqttBridgeConfig) -> Readi
     if isinstance(doc, int | float) and not isinstance(doc, bool):
         doc = {"value": doc}
     if not isinstance(doc, dict) or isinstance(doc.get("value"), bool) or \
-            not isinstance(doc.get("value"), int | float):
+            (not isinstance(doc.get("value"), int | float) and not (doc.get("value") is None and
+                                                                   doc.get("quality") == "bad")):
         return f"payload on {topic!r} has no numeric value"
     stamp = parse_timestamp(doc["ts"]) if "ts" in doc else datetime.now(UTC)
     if stamp is None:
@@ -79,7 +80,8 @@ def parse_message(topic: str, payload: bytes, config: MqttBridgeConfig) -> Readi
     quality = str(doc.get("quality") or "good").lower()
     if quality not in QUALITIES:
         return f"payload on {topic!r} has an unknown quality {quality!r}"
-    return Reading(sensor=tag, ts=stamp, value=float(doc["value"]), quality=quality)
+    value = doc.get("value")
+    return Reading(sensor=tag, ts=stamp, value=None if value is None else float(value), quality=quality)
 
 
 class MqttBridge:
