@@ -157,8 +157,10 @@ def scheduler(once: bool) -> None:
 
 from app.billing.cli import billing_group  # noqa: E402  (area commands register after the core ones)
 from app.jobs.cli import jobs_group  # noqa: E402
+from app.sensors.cli import gateway_group, sensors_group, simulate  # noqa: E402
 
-COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group, billing_group]
+COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group, billing_group, gateway_group, simulate,
+            sensors_group]
 
 
 def register_flask_cli(app: Any) -> None:

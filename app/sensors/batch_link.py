@@ -4,7 +4,8 @@ The sensor path asks two questions of the batch record, and only through this mo
 
 * `running_step_at(session, equipment_id, ts)`: the step running on that equipment at that time, or None;
 * `running_steps(session, equipment_id, start, end)`: every step that overlaps a time range (the ingest job
-  attaches a whole payload with one call per equipment).
+  attaches a whole payload with one call per equipment);
+* `equipment_of_batch(session, batch_id)`: where a batch runs (`batchline simulate --batch`).
 
 Each `RunningStep` carries the limits of the step's critical parameters by quantity kind (`temperature`,
 `pH`, ...), which the analysis job checks the sensor of that kind against.
@@ -61,6 +62,10 @@ class BatchSource(Protocol):
         """Return the steps on `equipment_id` overlapping [start, end], ordered by start."""
         ...
 
+    def equipment_of_batch(self, session: Session, *, batch_id: int) -> Sequence[int]:
+        """Return the ids of the equipment a batch runs (or ran) on."""
+        ...
+
 
 _source: BatchSource | None = None
 
@@ -77,6 +82,13 @@ def running_steps(session: Session, *, equipment_id: int, start: datetime, end: 
         return []
     return sorted(_source.running_steps(session, equipment_id=equipment_id, start=start, end=end),
                   key=lambda step: step.started_at)
+
+
+def equipment_of_batch(session: Session, batch_id: int) -> list[int]:
+    """Return the equipment a batch runs on; empty when no batch source is installed."""
+    if _source is None:
+        return []
+    return list(_source.equipment_of_batch(session, batch_id=batch_id))
 
 
 def running_step_at(session: Session, equipment_id: int, ts: datetime) -> RunningStep | None:
