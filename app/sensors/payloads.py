@@ -69,18 +69,7 @@ def check_envelope(body: bytes, kind: str) -> str | None:
     if not body:
         raise PayloadError("the payload is empty")
     if kind == "json":
-        try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise PayloadError(f"the payload is not valid JSON: {exc}") from exc
-        if not isinstance(document, dict) or not isinstance(document.get("readings"), list):
-            raise PayloadError('the payload must be a JSON object with a "readings" list')
-        if not document["readings"]:
-            raise PayloadError('"readings" is empty: send at least one reading')
-        message_id = document.get("message_id")
-        if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 200):
-            raise PayloadError('"message_id" must be a string of 1 to 200 characters')
-        return message_id
+        return _json_document(body).get("message_id")
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -93,6 +82,22 @@ def check_envelope(body: bytes, kind: str) -> str | None:
         raise PayloadError("CSV rows must be sensor,ts,value[,quality]; the first row has "
                            f"{len(first)} columns")
     return None
+
+
+def _json_document(body: bytes) -> dict[str, Any]:
+    """Parse a JSON payload and check its envelope; return the document."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"the payload is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("readings"), list):
+        raise PayloadError('the payload must be a JSON object with a "readings" list')
+    if not document["readings"]:
+        raise PayloadError('"readings" is empty: send at least one reading')
+    message_id = document.get("message_id")
+    if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 200):
+        raise PayloadError('"message_id" must be a string of 1 to 200 characters')
+    return document
 
 
 def _csv_rows(text: str) -> Any:
@@ -151,16 +156,16 @@ def _number(cell: str) -> float | str | None:
 
 def parse_readings(body: bytes, kind: str) -> ParsedReadings:
     """Sort every reading of a stored payload into accepted (columns) or refused (with the reason)."""
-    check_envelope(body, kind)
     out = ParsedReadings()
     if kind == "json":
-        for index, item in enumerate(json.loads(body)["readings"]):
+        for index, item in enumerate(_json_document(body)["readings"]):
             out.total += 1
             if not isinstance(item, dict):
                 out.refuse(index, None, "reading is not an object with sensor, ts and value")
                 continue
             _accept(out, index, item.get("sensor"), item.get("ts"), item.get("value"), item.get("quality"))
         return out
+    check_envelope(body, kind)
     rows = _csv_rows(body.decode("utf-8-sig"))
     for index, row in enumerate(rows):
         if index == 0 and [cell.strip().lower() for cell in row[:3]] == ["sensor", "ts", "value"]:

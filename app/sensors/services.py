@@ -201,7 +201,7 @@ def _rows_for(session: Session, parsed: ParsedReadings, sensors: dict[str, Senso
 
     columns = [
         [str(v) for v in ids.tolist()],
-        [parsed.stamps[i].isoformat() for i in keep],
+        [f"{stamp}Z" for stamp in np.datetime_as_string(stamps, unit="us").tolist()],
         ["\\N" if math.isnan(parsed.values[i]) else repr(parsed.values[i]) for i in keep],
         [str(parsed.qualities[i]) for i in keep],
         [str(ingest_id)] * len(keep),
