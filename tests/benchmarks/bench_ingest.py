@@ -10,6 +10,7 @@ BENCH_SAMPLES (readings per sensor, 10 sensors) and BENCH_WORKERS (worker proces
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -56,6 +57,8 @@ def _values() -> np.ndarray:
 
 
 def main() -> None:
+    # A timeout's SIGTERM must still run the `finally` that stops the worker processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     app = bench_app("ingest")
     db = app.extensions["batchline.db"]
     values = _values()
