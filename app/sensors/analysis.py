@@ -25,7 +25,7 @@ is fitted on the sensor's first `BASELINE_N` good readings, and the charts start
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -35,10 +35,13 @@ from sqlalchemy.orm import Session
 
 from app.audit.services import record
 from app.plant.models import Sensor
-from app.sensors import detection
+from app.sensors import detection, queries
 from app.sensors.batch_link import StepLimits, running_steps
-from app.sensors.models import SensorAnalysisState, SensorEpisode, SensorReading
-from app.sensors.services import baseline_document
+from app.sensors.models import PcaModel, PcaState, SensorAnalysisState, SensorEpisode, SensorReading
+from app.sensors.multivariate import PcaMonitor
+from app.sensors.services import aligned_matrix, attach_steps, baseline_document
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 STUCK_N = 10
 #: A Hampel window of 15 readings and 10 robust sigmas: about 2 false spikes per 100,000 in-control readings
@@ -144,10 +147,11 @@ def _episode_values(row: SensorEpisode) -> dict[str, Any]:
             "n_alarms": row.n_alarms, "batch_id": row.batch_id, "step_id": row.step_id, "spec": row.spec}
 
 
-def _save_episodes(session: Session, sensor: Sensor, state: SensorAnalysisState, result: detection.Detection,
-                   judged: slice, stamps: list[datetime], values: np.ndarray, batch_ids: np.ndarray,
-                   step_ids: np.ndarray) -> tuple[int, int]:
-    """Extend the rule's open episode and insert new ones; return (opened, closed)."""
+def _save_episodes(session: Session, owner: tuple[int | None, int], state: SensorAnalysisState | PcaState,
+                   result: detection.Detection, judged: slice, stamps: list[datetime], values: np.ndarray,
+                   batch_ids: np.ndarray, step_ids: np.ndarray) -> tuple[int, int]:
+    """Extend the rule's open episode of (sensor id or None, equipment id) and insert new ones; return counts."""
+    sensor_id, equipment_id = owner
     rule, offset = result.spec.rule, state.n_seen
     alarm, statistic = result.alarm[judged], result.statistic[judged]
     level = result.level[judged] if result.level is not None else None
@@ -180,7 +184,7 @@ def _save_episodes(session: Session, sensor: Sensor, state: SensorAnalysisState,
         else:
             start = local(episode.start_index)
             row = SensorEpisode(
-                sensor_id=sensor.id, equipment_id=sensor.equipment_id, kind=result.spec.kind, rule=rule,
+                sensor_id=sensor_id, equipment_id=equipment_id, kind=result.spec.kind, rule=rule,
                 spec=result.spec.to_dict(), severity=severity, start_ts=episode.start_time,
                 end_ts=episode.end_time, peak_ts=stamps[local(episode.peak_index)],
                 peak_value=_finite(episode.peak_value),
@@ -199,7 +203,7 @@ def _save_episodes(session: Session, sensor: Sensor, state: SensorAnalysisState,
             session.flush()
             record(session, action="close", record_type="sensor_episode", record_id=row.id,
                    new={"end_ts": row.end_ts, "n_alarms": row.n_alarms, "peak_value": row.peak_value},
-                   reason=f"no {rule} alarm for {GAP_TOLERANCE} readings")
+                   reason=f"no {rule} alarm for {GAP_TOLERANCE} samples")
             closed += 1
     state.open_episodes = open_episodes
     return opened, closed
@@ -271,8 +275,8 @@ def analyse_sensor(session: Session, sensor: Sensor) -> dict[str, Any]:
     opened = closed = 0
     judged_stamps = stamps[judged]
     for found in detections:
-        a, c = _save_episodes(session, sensor, state, found, judged, judged_stamps, values[judged],
-                              batch_ids[judged], step_ids[judged])
+        a, c = _save_episodes(session, (sensor.id, sensor.equipment_id), state, found, judged, judged_stamps,
+                              values[judged], batch_ids[judged], step_ids[judged])
         opened, closed = opened + a, closed + c
     state.cursor_ts = stamps[n_back + n_judged - 1]
     state.n_seen = state.n_seen + n_judged
@@ -281,7 +285,76 @@ def analyse_sensor(session: Session, sensor: Sensor) -> dict[str, Any]:
 
 
 def analyse_sensors(session: Session, *, sensor_ids: list[int]) -> list[dict[str, Any]]:
-    """Analyse each sensor's new readings, in id order (a stable lock order between concurrent jobs)."""
+    """Analyse each sensor's new readings (id order: a stable lock order), then their equipment's PCA models."""
     sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
-    return [analyse_sensor(session, sensor) for sensor in sensors]
+    results = [analyse_sensor(session, sensor) for sensor in sensors]
+    for equipment_id in sorted({sensor.equipment_id for sensor in sensors}):
+        results += analyse_equipment_pca(session, equipment_id)
+    return results
+
+
+def _latest_models(session: Session, equipment_id: int) -> list[PcaModel]:
+    """Return the model in force per phase of an equipment (the newest of each)."""
+    rows = session.scalars(select(PcaModel).where(PcaModel.equipment_id == equipment_id)
+                           .order_by(PcaModel.phase, PcaModel.id.desc())).all()
+    latest: dict[str, PcaModel] = {}
+    for row in rows:
+        latest.setdefault(row.phase, row)
+    return list(latest.values())
+
+
+def analyse_equipment_pca(session: Session, equipment_id: int) -> list[dict[str, Any]]:
+    """Score the complete new time buckets of an equipment against its PCA models (T-squared and SPE)."""
+    results = []
+    for model in _latest_models(session, equipment_id):
+        session.execute(insert(PcaState).values(model_id=model.id, n_seen=0, open_episodes={})
+                        .on_conflict_do_nothing(index_elements=["model_id"]))
+        state = session.execute(select(PcaState).where(PcaState.model_id == model.id).with_for_update()
+                                .execution_options(populate_existing=True)).scalar_one()
+        latest = queries.latest_readings(session, list(model.sensor_ids))
+        if len(latest) < len(model.sensor_ids):
+            continue
+        # Only buckets every sensor has finished reporting: up to the bucket holding the oldest newest reading.
+        horizon = min(datetime.fromisoformat(doc["ts"]) for doc in latest.values())
+        start = state.cursor_ts + timedelta(seconds=model.bucket_s) if state.cursor_ts else model.trained_to
+        bucket = timedelta(seconds=model.bucket_s)
+        end = _EPOCH + ((horizon - _EPOCH) // bucket) * bucket
+        if end <= start:
+            continue
+        buckets, matrix = aligned_matrix(session, sensor_ids=list(model.sensor_ids), start=start, end=end,
+                                         bucket_s=model.bucket_s)
+        complete = np.isfinite(matrix).all(axis=1)
+        stamps = [b for b, ok in zip(buckets.tolist(), complete.tolist(), strict=True) if ok]
+        if not stamps:
+            continue
+        matrix = matrix[complete]
+        times = np.array([b.astimezone(UTC).replace(tzinfo=None) for b in stamps], dtype="datetime64[us]")
+        batch_ids, step_ids = attach_steps(session, equipment_id, times)
+        if model.phase:
+            steps = running_steps(session, equipment_id=equipment_id, start=stamps[0], end=stamps[-1])
+            in_phase = np.array([any(s.phase == model.phase and s.covers(b) for s in steps) for b in stamps])
+            stamps = [b for b, ok in zip(stamps, in_phase.tolist(), strict=True) if ok]
+            matrix, batch_ids, step_ids = matrix[in_phase], batch_ids[in_phase], step_ids[in_phase]
+            if not stamps:
+                state.cursor_ts = buckets[-1]
+                continue
+        monitor = PcaMonitor.from_dict(model.document)
+        scores = monitor.score(matrix)
+        params = {"model_id": model.id, "phase": model.phase, "bucket_s": model.bucket_s,
+                  "confidence": monitor.confidence, "sensor_ids": list(model.sensor_ids)}
+        opened = closed = 0
+        window = slice(0, len(stamps))
+        for rule, alarm, statistic, limit in (("pca.t2", scores.t2_alarm, scores.t2, monitor.t2_limit),
+                                              ("pca.spe", scores.spe_alarm, scores.spe, monitor.spe_limit)):
+            spec = detection.RuleSpec(rule, "multivariate", {**params, "limit": limit},  # type: ignore[arg-type]
+                                      model_version=monitor.model_version)
+            found = detection.Detection(spec, alarm, statistic)
+            a, c = _save_episodes(session, (None, equipment_id), state, found, window, stamps, statistic,
+                                  batch_ids, step_ids)
+            opened, closed = opened + a, closed + c
+        state.cursor_ts = stamps[-1]
+        state.n_seen = state.n_seen + len(stamps)
+        session.flush()
+        results.append({"pca_model_id": model.id, "scored": len(stamps), "opened": opened, "closed": closed})
+    return results
 

@@ -190,6 +190,22 @@ class SensorEpisode(CreatedAt, TenantBase):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
+class PcaState(TenantBase):
+    """Where scoring of one PCA model stands: last scored bucket and its open episodes."""
+
+    __tablename__ = "sensor_pca_state"
+    __table_args__ = {"info": {"privileges": "read_write"}}
+
+    #: The PCA model (`sensor_pca_models.id`).
+    model_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: Start of the last scored bucket.
+    cursor_ts: Mapped[datetime | None]
+    #: Buckets scored so far (global sample index of the next one).
+    n_seen: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Open episode id per rule (`pca.t2`, `pca.spe`).
+    open_episodes: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict)
+
+
 class PcaModel(CreatedAt, TenantBase):
     """A PCA monitor fitted on reference readings of one equipment (and optionally one phase); append-only."""
 

@@ -79,7 +79,7 @@ def ensure_partitions(session: Session, months: set[date]) -> list[str]:
             for month in sorted(months)]
 
 
-def _attach(session: Session, equipment_id: int, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def attach_steps(session: Session, equipment_id: int, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return batch and step ids (-1: none) for each timestamp (datetime64[us], sorted or not) on one equipment."""
     batch_ids = np.full(stamps.size, -1, dtype=np.int64)
     step_ids = np.full(stamps.size, -1, dtype=np.int64)
@@ -192,7 +192,7 @@ def _rows_for(session: Session, parsed: ParsedReadings, sensors: dict[str, Senso
         positions_by_equipment[equipment_of[sensor_id]].append(position)
     for equipment_id, positions in positions_by_equipment.items():
         where = np.asarray(positions)
-        batch_ids[where], step_ids[where] = _attach(session, equipment_id, stamps[where])
+        batch_ids[where], step_ids[where] = attach_steps(session, equipment_id, stamps[where])
     months = {date(int(str(m)[:4]), int(str(m)[5:7]), 1) for m in np.unique(stamps.astype("datetime64[M]"))}
     ensure_partitions(session, months)
 

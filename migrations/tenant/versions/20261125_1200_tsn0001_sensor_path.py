@@ -144,8 +144,18 @@ def upgrade() -> None:
     )
     op.create_index("ix_sensor_pca_models_equipment_id_phase", "sensor_pca_models", ["equipment_id", "phase"])
 
+    op.create_table(
+        "sensor_pca_state",
+        sa.Column("model_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("cursor_ts", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("n_seen", sa.BigInteger(), nullable=False),
+        sa.Column("open_episodes", postgresql.JSONB(), nullable=False),
+        sa.PrimaryKeyConstraint("model_id", name="pk_sensor_pca_state"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("sensor_pca_state")
     op.drop_table("sensor_pca_models")
     op.drop_table("sensor_episodes")
     op.drop_table("sensor_analysis_state")
