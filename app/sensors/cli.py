@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import sys
@@ -177,8 +178,9 @@ def simulate(slug: str, batch_id: int | None, equipment_id: int | None, url: str
     try:
         planted = [sim.Fault.parse(text) for text in faults]
         now = datetime.now(UTC).replace(microsecond=0)
-        stream = sim.readings(signals, n=backfill + samples, start=now - timedelta(seconds=backfill * period_s),
-                              period_s=period_s, seed=seed, faults=planted)
+        stream = sim.iter_samples(signals, n=backfill + samples,
+                                  start=now - timedelta(seconds=backfill * period_s), period_s=period_s, seed=seed,
+                                  faults=planted)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     client_id, secret = simulator_credentials(ref)
@@ -186,18 +188,16 @@ def simulate(slug: str, batch_id: int | None, equipment_id: int | None, url: str
     posted = 0
     try:
         for i in range(0, backfill, chunk):
-            batch = [r for sample in stream[i:min(i + chunk, backfill)] for r in sample]
+            batch = [r for sample in itertools.islice(stream, min(chunk, backfill - i)) for r in sample]
             doc = client.post(batch)
             posted += len(batch)
             click.echo(f"backfill: ingest {doc['id']} ({len(batch)} readings)")
-        live = stream[backfill:]
         if not realtime:
-            for i in range(0, len(live), chunk):
-                batch = [r for sample in live[i:i + chunk] for r in sample]
+            while batch := [r for sample in itertools.islice(stream, chunk) for r in sample]:
                 doc = client.post(batch)
                 posted += len(batch)
         else:
-            for sample in live:
+            for sample in stream:
                 if not sample:
                     continue
                 wait = (sample[0].ts - datetime.now(UTC)).total_seconds()

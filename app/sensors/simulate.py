@@ -17,9 +17,10 @@ else from `DEFAULT_SIGNALS` by the sensor's quantity kind.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from scipy import signal
@@ -78,6 +79,33 @@ class Fault:
         return cls(kind=kind, tag=match["tag"], start=int(match["start"]), size=size, length=length)
 
 
+#: The demo bioreactor's sensors: tag suffix, quantity kind, unit, physical range.
+DEMO_SENSORS = [("TT", "temperature", "°C", 0, 60), ("PH", "pH", "pH", 0, 14),
+                ("DO", "dissolved oxygen", "%", 0, 200), ("PT", "pressure", "bar", 0, 5),
+                ("AG", "agitation", "rpm", 0, 1000), ("FD", "feed", "L/h", 0, 10)]
+
+
+def seed_demo_bioreactor(session: Any) -> int:
+    """Create the demo site, line, bioreactor BR-101 and its six sensors once; return the equipment id."""
+    from sqlalchemy import select
+
+    from app.plant import services as plant
+    from app.plant.models import Equipment
+
+    existing = session.scalar(select(Equipment.id).where(Equipment.tag == "BR-101"))
+    if existing is not None:
+        return int(existing)
+    site = plant.create_site(session, code="DEMO", name="Demo suite", timezone="UTC")
+    line = plant.create_line(session, site_id=site.id, code="USP-1", name="Upstream line 1")
+    equipment = plant.create_equipment(session, tag="BR-101", name="50 L single-use bioreactor",
+                                       equipment_class="bioreactor", line_id=line.id, capacity="50",
+                                       capacity_unit="L", single_use=True)
+    for short, kind, unit, low, high in DEMO_SENSORS:
+        plant.create_sensor(session, tag=f"{short}-101", equipment_id=equipment.id, quantity_kind=kind, unit=unit,
+                            range_low=low, range_high=high, sampling_period_s=1)
+    return int(equipment.id)
+
+
 def signal_for(kind: str, tag: str, *, target: float | None = None) -> SimSensor:
     """Return the simulated signal of a sensor of this quantity kind (setpoint from the recipe if given)."""
     setpoint, sigma = DEFAULT_SIGNALS.get(kind, (50.0, 0.5))
@@ -114,12 +142,19 @@ def series(sensor: SimSensor, n: int, rng: np.random.Generator, faults: Sequence
 def readings(sensors: Sequence[SimSensor], *, n: int, start: datetime, period_s: float, seed: int = 0,
              faults: Sequence[Fault] = ()) -> list[list[Reading]]:
     """Return n samples, each the list of every sensor's reading at that time (dropouts left out)."""
+    return list(iter_samples(sensors, n=n, start=start, period_s=period_s, seed=seed, faults=faults))
+
+
+def iter_samples(sensors: Sequence[SimSensor], *, n: int, start: datetime, period_s: float, seed: int = 0,
+                 faults: Sequence[Fault] = ()) -> Iterator[list[Reading]]:
+    """Yield n samples lazily (the values are drawn up front, the Reading objects as they are needed)."""
     rng = np.random.default_rng(seed)
     known = {sensor.tag for sensor in sensors}
     unknown = sorted({f.tag for f in faults} - known)
     if unknown:
         raise ValueError(f"faults name sensors that are not simulated: {', '.join(unknown)}")
     columns = {sensor.tag: series(sensor, n, rng, [f for f in faults if f.tag == sensor.tag]) for sensor in sensors}
-    stamps = [start + timedelta(seconds=i * period_s) for i in range(n)]
-    return [[Reading(sensor=tag, ts=stamps[i], value=round(float(values[i]), 6))
-             for tag, values in columns.items() if np.isfinite(values[i])] for i in range(n)]
+    for i in range(n):
+        stamp = start + timedelta(seconds=i * period_s)
+        yield [Reading(sensor=tag, ts=stamp, value=round(float(values[i]), 6))
+               for tag, values in columns.items() if np.isfinite(values[i])]
