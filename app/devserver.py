@@ -75,13 +75,18 @@ def run_command(bind: str, no_worker: bool, no_simulate: bool) -> None:
     if not no_worker:
         commands += [[str(exe / "batchline"), "worker"], [str(exe / "batchline"), "scheduler"]]
     procs = [subprocess.Popen(argv, cwd=REPO_ROOT) for argv in commands]  # noqa: S603
+    feeder: subprocess.Popen[bytes] | None = None
     if not no_simulate and not no_worker:
         # The demo feed: 20 minutes of in-control history at once (the baseline), then one sample a second
         # for a week, with a planted 1-sigma temperature shift three minutes after start.
         feed = [str(exe / "batchline"), "simulate", "--tenant", "demo", "--equipment", str(equipment_id),
                 "--url", f"http://{bind}", "--backfill", "1200", "--samples", str(7 * 86400), "--realtime",
-                "--fault", "shift:TT-101:1.0@1380", "--seed", str(int(time.time()))]
-        procs.append(subprocess.Popen(feed, cwd=REPO_ROOT, stdout=subprocess.DEVNULL))  # noqa: S603
+                "--fault", "shift:TT-101:1.0@1380", "--seed", str(int(time.time())),
+                # ARL0 370 at one sample a second is a false alarm every ~6 min per sensor; the demo designs
+                # for 5000 samples (a 1-sigma step is then caught in ~17 samples instead of ~12).
+                "--arl0", "5000"]
+        # Not in `procs`: the feed ending (or failing) must not stop the product.
+        feeder = subprocess.Popen(feed, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)  # noqa: S603
     click.echo("")
     click.echo(f"Batchline is running: http://{bind}/login")
     click.echo(f"  demo tenant: http://{bind}/t/demo/   sign in as {email} / {password}")
@@ -90,9 +95,9 @@ def run_command(bind: str, no_worker: bool, no_simulate: bool) -> None:
     click.echo("  Ctrl-C stops everything.")
 
     def stop(*_args: object) -> None:
-        for p in procs:
+        for p in [*procs, *([feeder] if feeder else [])]:
             p.terminate()
-        for p in procs:
+        for p in [*procs, *([feeder] if feeder else [])]:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:

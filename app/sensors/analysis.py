@@ -50,8 +50,9 @@ SPIKE_HALF_WINDOW = 7
 SPIKE_THRESHOLD = 10.0
 GAP_PERIODS = 3.0
 BASELINE_N = 1000
-#: Quiet readings that may separate two alarms of one excursion before it counts as over.
-GAP_TOLERANCE = 5
+#: Quiet readings that may separate two alarms of one excursion before it counts as over. A small sustained
+#: shift keeps its chart hovering at the limit, alarming on and off: half a minute at 1 Hz keeps it one episode.
+GAP_TOLERANCE = 30
 LAG = SPIKE_HALF_WINDOW
 LOOKBACK = max(2 * SPIKE_HALF_WINDOW, STUCK_N - 1, detection.nelson_lookback(detection.NELSON_RULES), 1)
 #: How many new readings one pass analyses at most (a backlog is worked through in several passes).

@@ -147,9 +147,12 @@ def simulator_credentials(ref: TenantRef) -> tuple[str, str]:
               help="kind:TAG[:sigmas]@sample[:length]; sample counts from the first backfilled sample.")
 @click.option("--chunk", default=200, show_default=True, help="Samples per POST while back-filling.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--arl0", type=float, default=None,
+              help="Once the backfill is stored, fit each sensor's baseline on it, designed for this in-control ARL.")
 @with_appcontext
 def simulate(slug: str, batch_id: int | None, equipment_id: int | None, url: str, backfill: int, samples: int,
-             period_s: float, realtime: bool, faults: tuple[str, ...], chunk: int, seed: int) -> None:
+             period_s: float, realtime: bool, faults: tuple[str, ...], chunk: int, seed: int,
+             arl0: float | None) -> None:
     """Post a realistic bioreactor stream for a batch's (or an equipment's) sensors through the real API."""
     from app.plant.models import Sensor
     from app.sensors import simulate as sim
@@ -192,6 +195,9 @@ def simulate(slug: str, batch_id: int | None, equipment_id: int | None, url: str
             doc = client.post(batch)
             posted += len(batch)
             click.echo(f"backfill: ingest {doc['id']} ({len(batch)} readings)")
+        if arl0 is not None and backfill:
+            _fit_baselines(ref, client, doc["id"], [s.tag for s in signals], now, backfill, period_s, arl0,
+                           [f for f in planted if f.start < backfill])
         if not realtime:
             while batch := [r for sample in itertools.islice(stream, chunk) for r in sample]:
                 doc = client.post(batch)
@@ -212,6 +218,28 @@ def simulate(slug: str, batch_id: int | None, equipment_id: int | None, url: str
         sys.exit(2)
     click.echo(json.dumps({"tenant": slug, "equipment": equipment_id, "sensors": [s.tag for s in signals],
                            "readings_posted": posted, "faults": faults}))
+
+
+def _fit_baselines(ref: TenantRef, client: IngestClient, last_ingest: int, tags: list[str], now: datetime,
+                   backfill: int, period_s: float, arl0: float, early_faults: list[Any]) -> None:
+    """Wait until the backfill is stored, then fit every simulated sensor's baseline on it."""
+    from app.plant.models import Sensor
+    from app.sensors.services import fit_baseline
+
+    if early_faults:
+        raise click.UsageError("--arl0 fits the baselines on the backfill: plant faults after it")
+    deadline = time.monotonic() + 300
+    while client.status(last_ingest)["status"] == "queued":
+        if time.monotonic() > deadline:
+            raise click.ClickException("the backfill was not processed within 5 minutes: is a worker running?")
+        time.sleep(0.5)
+    start = now - timedelta(seconds=backfill * period_s)
+    with tenant_transaction(ref) as session:
+        sensor_ids = sorted(session.scalars(select(Sensor.id).where(Sensor.tag.in_(tags))))
+    for sensor_id in sensor_ids:  # one short transaction each, in id order like the analysis job's locks
+        with tenant_transaction(ref) as session:
+            fit_baseline(session, sensor_id=sensor_id, start=start, end=now, arl0=arl0)
+    click.echo(f"baselines fitted on the backfill for ARL0 {arl0:g}")
 
 
 @click.group("sensors")

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.audit.services import record
 from app.core.errors import NotFound, ValidationError
 from app.core.jobs import enqueue
 from app.plant.models import Sensor
@@ -247,9 +248,14 @@ def fit_baseline(session: Session, *, sensor_id: int, start: datetime, end: date
     if state is None:
         state = SensorAnalysisState(sensor_id=sensor_id, n_seen=0, open_episodes={})
         session.add(state)
+    old = state.model
     state.model = document
     state.chart_state = None  # restart the recursive charts under the new model
     session.flush()
+    # The in-control model decides what raises an exception episode: who changed it, and to what, is audited.
+    record(session, action="create" if old is None else "supersede", record_type="sensor_baseline",
+           record_id=sensor_id, old=old, new=document,
+           reason=None if old is None else "baseline refitted on a reference window")
     return document
 
 

@@ -104,15 +104,15 @@ def test_windowed_analysis_equals_whole_series(app, make_plant) -> None:
 
 def test_episode_closes_after_the_excursion_and_a_new_one_opens_for_the_next(app, make_plant) -> None:
     plant = make_plant()
-    values = stream(B + 400, seed=4)
+    values = stream(B + 600, seed=4)
     values[B + 50:B + 90] += 3 * SIGMA_READINGS
-    values[B + 250:B + 290] -= 3 * SIGMA_READINGS
+    values[B + 450:B + 490] -= 3 * SIGMA_READINGS
     post(plant, plant.tag("TT"), values, chunks=3)
     shifts = [e for e in episodes(plant, "TT") if e.rule == "shift"]
-    first = [e for e in shifts if B + 50 <= e.start_index < B + 100]
-    second = [e for e in shifts if B + 250 <= e.start_index < B + 300]
+    first = [e for e in shifts if e.start_index < B + 90 and e.end_index >= B + 50]
+    second = [e for e in shifts if e.start_index < B + 490 and e.end_index >= B + 450]
     assert len(first) == 1 and len(second) == 1, "one episode per excursion, not one per reading"
-    assert not first[0].is_open and first[0].end_index < B + 250
+    assert first[0].id != second[0].id and not first[0].is_open and first[0].end_index < B + 450
     assert first[0].n_alarms > 10
     with tenant_transaction(plant.ref) as session:
         closes = session.scalars(select(AuditEvent).where(AuditEvent.action == "close")).all()
