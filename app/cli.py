@@ -161,12 +161,14 @@ def scheduler(once: bool) -> None:
     run_relay_loop(current_app._get_current_object(), once=once)  # type: ignore[attr-defined]
 
 
-from app.billing.cli import billing_group  # noqa: E402  (area commands register after the core ones)
+from app.audit.cli import audit_group  # noqa: E402  (area commands register after the core ones)
+from app.billing.cli import billing_group  # noqa: E402
 from app.jobs.cli import jobs_group  # noqa: E402
+from app.recipes.cli import validation_group  # noqa: E402
 from app.sensors.cli import gateway_group, sensors_group, simulate  # noqa: E402
 
-COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group, billing_group, gateway_group, simulate,
-            sensors_group]
+COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group, audit_group, billing_group,
+            validation_group, gateway_group, simulate, sensors_group]
 
 
 def register_flask_cli(app: Any) -> None:

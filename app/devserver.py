@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,6 +50,7 @@ def _prepare_demo() -> tuple[str, str]:
                                  admin_name="Demo Admin")
             creds.write_text(f"{DEMO_EMAIL}\n{made.admin_password or '(existing account password)'}\n")
             creds.chmod(0o600)
+        _seed_demo_batch(db, slug, Path(app.instance_path) / "demo_people.txt")
         from app.core.tenancy import tenant_ref, tenant_transaction
         from app.sensors.simulate import seed_demo_bioreactor
 
@@ -60,6 +62,30 @@ def _prepare_demo() -> tuple[str, str]:
     return email, password, equipment_id
 
 
+def _seed_demo_batch(db: Any, slug: str, people_file: Path) -> None:
+    """Seed the demo plant, the approved fed-batch recipe and a batch on the floor, once (app.batches.demo)."""
+    from app.batches.demo import create_demo_people, seed_demo
+    from app.core.tenancy import tenant_ref, tenant_transaction
+    from app.tenancy.queries import tenant_by_slug
+
+    row = tenant_by_slug(db, slug)
+    if row is None:
+        return
+    ref = tenant_ref(row.id, db=db, slug=row.slug)
+    password = None
+    if people_file.exists():
+        password = (people_file.read_text().splitlines() or [""])[0].removeprefix("password: ") or None
+    people, password = create_demo_people(ref, domain=f"{slug}.example.com", password=password)
+    with tenant_transaction(ref, db=db) as session:
+        batch = seed_demo(session, people=people, password=password)
+        number = batch.batch_number if batch is not None else None
+    people_file.write_text(f"password: {password}\n" + "".join(
+        f"{p.email}  ({', '.join(p.roles)})\n" for p in people.values()))
+    people_file.chmod(0o600)
+    if number:
+        click.echo(f"demo batch {number} (CHO fed-batch, 50 L) released to the floor of line USP-DEMO")
+
+
 @click.command("run")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--no-worker", is_flag=True, help="Do not start the RQ worker and scheduler.")
@@ -67,6 +93,8 @@ def _prepare_demo() -> tuple[str, str]:
 def run_command(bind: str, no_worker: bool, no_simulate: bool) -> None:
     """Run web (gunicorn), an RQ worker and the scheduler, with a demo tenant."""
     _ensure_services()
+    # Links in mails written by the worker point at this server unless the deployment says otherwise.
+    os.environ.setdefault("BATCHLINE_PUBLIC_BASE_URL", f"http://{bind}")
     email, password, equipment_id = _prepare_demo()
     exe = Path(sys.executable).parent
     # S603: fixed argument lists naming this virtualenv's own executables; nothing comes from user input.
@@ -92,6 +120,10 @@ def run_command(bind: str, no_worker: bool, no_simulate: bool) -> None:
     click.echo(f"  demo tenant: http://{bind}/t/demo/   sign in as {email} / {password}")
     if not no_simulate and not no_worker:
         click.echo(f"  live sensors of BR-101: http://{bind}/t/demo/sensors/ (a 1-sigma TT-101 shift in ~3 min)")
+    people = Path(REPO_ROOT / "instance" / "demo_people.txt")
+    if people.exists():
+        click.echo(f"  demo people (operator, supervisor, QA...): see {people}")
+    click.echo(f"  mail (invitations, password resets, alerts) is written to {REPO_ROOT / 'instance' / 'mail'}")
     click.echo("  Ctrl-C stops everything.")
 
     def stop(*_args: object) -> None:

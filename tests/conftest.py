@@ -13,6 +13,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 
 from app.core.embedded import embedded_postgres_url, embedded_redis_url
+from app.core.tenancy import Actor, control_session
 from app.factory import create_app
 from app.tenancy.schema import upgrade_public
 from app.tenancy.services import ProvisionedTenant, create_tenant
@@ -55,9 +57,18 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def app(database_url: str, redis_url: str) -> Iterator[Flask]:
+def mail_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the app's file mail backend writes during the tests."""
+    return tmp_path_factory.mktemp("mail")
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, redis_url: str, mail_dir: Path) -> Iterator[Flask]:
+    # Every test client signs in from 127.0.0.1: the per-address sign-in limit is raised here and tested on its own.
     app = create_app({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "TESTING": True,
-                      "SECRET_KEY": "test-secret-key-not-for-production", "JOB_RETRY_INTERVALS": [0]})
+                      "SECRET_KEY": "test-secret-key-not-for-production", "JOB_RETRY_INTERVALS": [0],
+                      "MAIL_BACKEND": "file", "MAIL_DIR": str(mail_dir),
+                      "RATELIMIT_SIGNIN_PER_IP": "100000 per minute", "RATELIMIT_RESET": "100000 per hour"})
     db = app.extensions["batchline.db"]
     with db.owner.connect() as conn, conn.begin():
         upgrade_public(conn, db.roles)
@@ -76,14 +87,20 @@ _slugs = itertools.count(1)
 
 @pytest.fixture
 def make_tenant(app: Flask) -> Callable[..., ProvisionedTenant]:
-    """Factory: a fresh tenant with a unique slug and an admin whose password is TEST_PASSWORD."""
+    """Factory: a fresh tenant with a unique slug and an admin whose password is TEST_PASSWORD.
 
-    def make(slug: str | None = None, *, admin_email: str | None = None, **kwargs: Any) -> ProvisionedTenant:
+    The tenant is bare (no `TENANT_DEFAULTS` seed: empty audit trail, no signature routes) unless the test asks
+    for what provisioning gives a real customer with `with_defaults=True`.
+    """
+
+    def make(slug: str | None = None, *, admin_email: str | None = None, with_defaults: bool = False,
+             **kwargs: Any) -> ProvisionedTenant:
         n = next(_slugs)
         slug = slug or f"acme-{os.getpid()}-{n}"
         return create_tenant(app.extensions["batchline.db"], slug=slug, name=kwargs.pop("name", f"Acme {n}"),
                              admin_email=admin_email or f"admin{n}-{os.getpid()}@{slug}.example.com",
-                             admin_password=kwargs.pop("admin_password", TEST_PASSWORD), **kwargs)
+                             admin_password=kwargs.pop("admin_password", TEST_PASSWORD),
+                             apply_defaults=with_defaults, **kwargs)
 
     return make
 
@@ -120,3 +137,47 @@ class RequestIsolatedClient(FlaskClient):
 def client(app: Flask) -> FlaskClient:
     app.test_client_class = RequestIsolatedClient
     return app.test_client()
+
+
+@dataclass(frozen=True)
+class Member:
+    """A person with a membership in a test tenant (built directly in the control plane)."""
+
+    user_id: int
+    member_id: int
+    email: str
+    name: str
+    roles: tuple[str, ...]
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(member_id=self.member_id, label=f"{self.name} <{self.email}>", request_id="test",
+                     client_addr="127.0.0.1")
+
+
+_members = itertools.count(1)
+
+
+@pytest.fixture
+def make_member(app: Flask) -> Callable[..., Member]:
+    """Factory: a new user with password TEST_PASSWORD and a membership with the given roles."""
+    from app.accounts.models import Membership, User
+    from app.accounts.passwords import hash_password
+
+    password_hash = hash_password(TEST_PASSWORD)
+
+    def make(tenant: ProvisionedTenant, roles: tuple[str, ...] | list[str] = ("Operator",), *,
+             name: str | None = None) -> Member:
+        n = next(_members)
+        email = f"member{n}-{os.getpid()}@{tenant.ref.slug}.example.com"
+        name = name or f"Member {n}"
+        with control_session(db=app.extensions["batchline.db"]) as session:
+            user = User(email=email, name=name, password_hash=password_hash)
+            session.add(user)
+            session.flush()
+            membership = Membership(user_id=user.id, tenant_id=tenant.ref.id, roles=list(roles))
+            session.add(membership)
+            session.flush()
+            return Member(user.id, membership.id, email, name, tuple(roles))
+
+    return make

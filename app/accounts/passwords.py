@@ -1,28 +1,88 @@
-"""argon2id password hashing (argon2-cffi), with rehash when parameters change."""
+"""argon2id password hashing (argon2-cffi) with rehash when parameters change, and the password policy."""
 
 from __future__ import annotations
+
+import unicodedata
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from app.core.errors import ValidationError
+
 _hasher = PasswordHasher()  # argon2id with the library's current RFC 9106 low-memory profile
+
+#: Safe bounds a tenant may set its minimum length within; the floor is the issue's (and NIST's) 12.
+MIN_LENGTH_FLOOR, MIN_LENGTH_CEILING = 12, 64
+#: Longest accepted password: long enough for any passphrase, short enough that hashing is no DoS lever.
+MAX_LENGTH = 256
+
+
+def _normalise(password: str) -> str:
+    # NFKC so the same passphrase typed on a tablet and a desktop keyboard (composed or not) verifies the same.
+    return unicodedata.normalize("NFKC", password)
 
 
 def hash_password(password: str) -> str:
     """Return an argon2id PHC string."""
-    return _hasher.hash(password)
+    return _hasher.hash(_normalise(password))
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Check a password against a stored hash; a missing or malformed hash never verifies."""
-    if not stored_hash:
+    if not stored_hash or len(password) > MAX_LENGTH:
         return False
     try:
-        return _hasher.verify(stored_hash, password)
+        return _hasher.verify(stored_hash, _normalise(password))
     except (VerificationError, InvalidHashError):
         return False
 
 
+def burn_verify_time() -> None:
+    """Spend what a real verification costs, so an unknown sign-in name answers as slowly as a known one."""
+    verify_password(_dummy_hash(), "not the password")
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return _hasher.hash("batchline timing equaliser")
+
+
 def needs_rehash(stored_hash: str) -> bool:
     """True when the hash was made with older parameters and should be replaced at next sign-in."""
-    return _hasher.check_needs_rehash(stored_hash)
+    try:
+        return _hasher.check_needs_rehash(stored_hash)
+    except InvalidHashError:
+        return True
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """The 30,000 most common passwords (zxcvbn's list, shipped in its PyPI package), lower-cased."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(p.lower() for p in FREQUENCY_LISTS["passwords"])
+
+
+def check_password_policy(password: str, *, email: str, min_length: int = MIN_LENGTH_FLOOR) -> None:
+    """Refuse a new password that is short, common, or the email; the message says what to change."""
+    min_length = max(MIN_LENGTH_FLOOR, min(int(min_length), MIN_LENGTH_CEILING))
+    normalised = _normalise(password)
+    if len(normalised) < min_length:
+        raise ValidationError(f"the password must be at least {min_length} characters long")
+    if len(normalised) > MAX_LENGTH:
+        raise ValidationError(f"the password must be at most {MAX_LENGTH} characters long")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in normalised):
+        raise ValidationError("the password must not contain control or invisible formatting characters")
+    lowered = normalised.casefold()
+    email = (email or "").casefold()
+    local = email.partition("@")[0]
+    if lowered in (email, local) or lowered.replace(" ", "") in (email, local):
+        raise ValidationError("the password must not be your email address")
+    if len(set(lowered)) < 5:
+        raise ValidationError("the password repeats too few different characters; use a longer passphrase")
+    common = common_passwords()
+    # A common word with digits or punctuation stuck on ("password2024!") is as guessable as the word itself.
+    core = lowered.strip("0123456789!@#$%^&*()-_=+.,;:?/ ")
+    if lowered in common or (len(core) >= 4 and core in common):
+        raise ValidationError("this password is in a list of commonly used passwords; choose another")

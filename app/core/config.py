@@ -33,11 +33,27 @@ def defaults() -> dict[str, Any]:
         "WORKER_JOB_MONITORING_INTERVAL_S": 30,
         "WORKER_HEARTBEAT_GRACE_S": 60,
         "WORKER_MAINTENANCE_INTERVAL_S": 60,
+        "SESSION_COOKIE_NAME": "batchline_session",
         "SESSION_COOKIE_HTTPONLY": True,
+        # Lax, not Strict: the SSO callback is a top-level redirect from the provider and must carry the cookie.
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "DEMO_TENANT": "demo",
-        # Base URL put in links that leave the app (verification mails, Stripe return URLs); empty -> request host.
+        # False = Secure whenever the request is HTTPS (behind the proxy); True forces it.
+        "SESSION_COOKIE_SECURE": False,
+        # Defaults for sessions before sign-in; signed-in sessions take the strictest of the user's tenants.
+        "SESSION_IDLE_TIMEOUT_S": 15 * 60,
+        "SESSION_ABSOLUTE_LIFETIME_S": 12 * 3600,
+        # Trusted reverse proxies in front of gunicorn (X-Forwarded-For hops honoured for client addresses).
+        "PROXY_FIX_X_FOR": 0,
+        # Base of links in mails (invitations, resets, alerts), e.g. https://mes.example.com. Set it in production:
+        # without it, links use the request's host (or localhost from workers).
         "PUBLIC_BASE_URL": "",
+        "INVITATION_TTL_S": 7 * 24 * 3600,
+        "PASSWORD_RESET_TTL_S": 3600,
+        "SSO_HTTP_TIMEOUT_S": 10.0,
+        # Re-authentication through SSO (e-signatures of SSO accounts): how old the login at the provider may be
+        # when it is accepted and when a signature uses it, and how far the provider's clock may lag ours.
+        "SSO_REAUTH_MAX_AGE_S": 120,
+        "SSO_REAUTH_CLOCK_SKEW_S": 5.0,
         # Mail: file backend under instance/mail by default; SMTP when MAIL_SMTP_HOST is set (see app.core.mail).
         "MAIL_BACKEND": "file",
         "MAIL_DIR": "",
@@ -47,6 +63,23 @@ def defaults() -> dict[str, Any]:
         "MAIL_SMTP_USER": "",
         "MAIL_SMTP_PASSWORD": "",
         "MAIL_SMTP_STARTTLS": False,
+        # Rate limits (flask-limiter on Redis). Per client address and sign-in name, and per address.
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_SIGNIN": "10 per minute",
+        "RATELIMIT_SIGNIN_PER_IP": "100 per minute",
+        "RATELIMIT_RESET": "5 per hour",
+        "DEMO_TENANT": "demo",
+        # E-signatures: after this many idle seconds (or a fresh sign-in) signing asks for the user ID too.
+        "ESIGN_IDLE_TIMEOUT_S": 900.0,
+        # RFC 3161 Time Stamping Authority that anchors each tenant's audit chain; empty -> anchoring is off.
+        "TSA_URL": os.environ.get("TSA_URL", ""),
+        # PEM file of the TSA's root (and intermediate) certificates; tokens are verified against it when set.
+        "TSA_CA_FILE": os.environ.get("TSA_CA_FILE", ""),
+        "TSA_TIMEOUT_S": 10.0,
+        # How often the scheduler anchors every tenant's audit chain head.
+        "AUDIT_ANCHOR_INTERVAL_S": 3600.0,
+        # How often the scheduler checks every tenant's batches for results waiting past their max hold time.
+        "BATCH_HOLD_CHECK_INTERVAL_S": 60.0,
         # Sign-up: how long a verification link works (and the slug stays reserved).
         "SIGNUP_VERIFY_MAX_AGE_S": 24 * 3600,
         # Plans and entitlements as data; empty -> tenants/plans.json in the repository.

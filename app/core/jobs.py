@@ -70,7 +70,8 @@ class OutboxMessage(CreatedAt, OutboxColumns, TenantBase):
     """A tenant job to run once the transaction that wrote it has committed."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL")),)
+    __table_args__ = (Index("ix_outbox_pending", "created_at", postgresql_where=text("dispatched_at IS NULL")),
+                      {"info": {"gmp": False}})
 
 
 class ControlOutboxMessage(CreatedAt, OutboxColumns, PublicBase):
@@ -398,11 +399,72 @@ def whoami(session: Session) -> dict[str, str]:
     return {"role": row[0], "schema": row[1]}
 
 
+#: Periodic tenant jobs the scheduler fans out: (`module:function` of a `@tenant_job`, setting of its interval in s).
+#: Paths, not imports: core imports no area.
+PERIODIC_JOBS: list[tuple[str, str]] = [
+    ("app.audit.jobs:anchor_audit_chain", "AUDIT_ANCHOR_INTERVAL_S"),
+    ("app.batches.jobs:check_hold_times", "BATCH_HOLD_CHECK_INTERVAL_S"),
+]
+
+
+def periodic_job_id(tenant_id: int, func: str, slot: int) -> str:
+    """RQ job id of one tenant's run of a periodic job in one time slot: a second fan-out is a no-op."""
+    name = func.rpartition(":")[2]
+    return f"t{tenant_id}-{name}-{slot}"
+
+
+def fan_out_periodic(app: Flask, func: str, interval_s: float, *, now: float | None = None) -> int:
+    """Push one run of `func` per active tenant for the current slot; return how many were new."""
+    from app.tenancy.queries import active_tenant_refs  # tenancy builds on core, not the reverse
+
+    fn = _resolve(func)
+    slot = int((time.time() if now is None else now) // interval_s)
+    conn = redis_connection(app)
+    queue = Queue(fn.__batchline_queue__, connection=conn, serializer=JSONSerializer)
+    intervals = list(app.config["JOB_RETRY_INTERVALS"])
+    pushed = 0
+    for ref in active_tenant_refs(app):
+        jid = periodic_job_id(ref.id, func, slot)
+        if Job.exists(jid, connection=conn):
+            continue
+        queue.enqueue_call("app.core.jobs.run_periodic_job", kwargs={"tenant_id": ref.id, "func": func},
+                           job_id=jid, retry=Retry(max=len(intervals), interval=intervals),
+                           result_ttl=86400, failure_ttl=7 * 86400, description=f"{func} tenant={ref.id}")
+        pushed += 1
+    return pushed
+
+
+def run_periodic_job(*, tenant_id: int, func: str) -> Any:
+    """RQ entry point of a periodic job: run `func(session)` in the tenant's own transaction."""
+    app = _app_for_job()
+    with app.app_context():
+        db: Database = app.extensions["batchline.db"]
+        with tenant_transaction(tenant_id, db=db) as session:
+            return _resolve(func)(session)
+
+
+def run_due_periodic(app: Flask, last_slots: dict[str, int], *, now: float | None = None) -> None:
+    """Fan out every periodic job whose slot has turned since the last call (one tenant's failure stops none)."""
+    moment = time.time() if now is None else now
+    for func, setting in PERIODIC_JOBS:
+        interval = float(app.config[setting])
+        slot = int(moment // interval)
+        if last_slots.get(func) == slot:
+            continue
+        try:
+            fan_out_periodic(app, func, interval, now=moment)
+            last_slots[func] = slot
+        except redis.RedisError as exc:  # Redis down: try again on the next sweep
+            log.warning("periodic fan-out of %s waits for Redis: %s", func, exc)
+
+
 def run_relay_loop(app: Flask, *, interval_s: float | None = None, once: bool = False) -> None:
-    """The scheduler process: sweep outboxes every few seconds."""
+    """The scheduler process: sweep outboxes every few seconds and fan out periodic jobs."""
     interval = interval_s if interval_s is not None else app.config["OUTBOX_RELAY_INTERVAL_S"]
+    last_slots: dict[str, int] = {}
     while True:
         relay_all(app)
+        run_due_periodic(app, last_slots)
         for sweep in PERIODIC_SWEEPS:
             try:
                 sweep(app)

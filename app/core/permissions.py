@@ -51,6 +51,11 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
 }
 
 
+def changes_gmp_records(permissions: Iterable[str]) -> bool:
+    """True when the permissions go beyond reading: such accounts get no "remember me" and strict timeouts."""
+    return bool(frozenset(permissions) - _READ)
+
+
 def permissions_of(roles: Iterable[str], custom: dict[str, Iterable[str]] | None = None) -> frozenset[str]:
     """Union of the permissions of the given role names (built-in or the tenant's custom roles)."""
     granted: set[str] = set()

@@ -112,3 +112,51 @@ def control_session(*, db: Database | None = None) -> Iterator[Session]:
                 callback()
             except Exception:  # an after-commit hook (e.g. enqueue to Redis) must not undo the commit
                 log.exception("after-commit callback failed in the control plane")
+
+
+@contextmanager
+def control_then_tenant_transaction(
+    tenant: TenantRef | int, *, db: Database | None = None
+) -> Iterator[tuple[Session, Callable[[], Session]]]:
+    """One transaction for a control-plane change and the tenant's record of it (a role change and its event).
+
+    Yields `(control, enter_tenant)`: use `control` (public, as the runtime user) first; `enter_tenant()` flushes
+    it, switches the same transaction to the tenant's role and schema and returns the tenant session. After
+    that the control session must not be used (the tenant role cannot read `public`). Both commit together.
+    """
+    db = db or current_db()
+    ref = tenant if isinstance(tenant, TenantRef) else tenant_ref(tenant, db=db)
+    with db.runtime.connect() as conn:
+        conn = conn.execution_options(schema_translate_map={None: ref.schema})  # public models name their schema
+        control = Session(bind=conn, expire_on_commit=False, autoflush=True)
+        tenant_session: Session | None = None
+
+        def enter_tenant() -> Session:
+            nonlocal tenant_session
+            if tenant_session is None:
+                control.flush()
+                conn.execute(text(f"SET LOCAL ROLE {quote_ident(ref.role)}"))
+                conn.execute(text(f"SET LOCAL search_path TO {quote_ident(ref.schema)}, public"))
+                tenant_session = Session(bind=conn, expire_on_commit=False, autoflush=True)
+                tenant_session.info["tenant"] = ref
+            return tenant_session
+
+        try:
+            with conn.begin():
+                yield control, enter_tenant
+                if tenant_session is None:
+                    control.flush()
+                else:
+                    tenant_session.flush()
+        finally:
+            callbacks = tenant_session.info.pop("after_commit", []) if tenant_session is not None else []
+            committed = not conn.in_transaction()
+            control.close()
+            if tenant_session is not None:
+                tenant_session.close()
+    if committed:
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed for tenant %s", ref.id)

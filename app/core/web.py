@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -77,16 +77,14 @@ def _wants_json() -> bool:
 
 def _resolve_tenant_member() -> Any:
     """Resolve slug -> tenant and current user -> membership; anything else is a 404 (never a hint)."""
-    from app.accounts.models import Membership  # accounts builds on core
+    from app.accounts.models import Membership, TenantRole  # accounts builds on core
     from app.tenancy.models import Tenant
 
     if not current_user.is_authenticated:
-        if _wants_json():
-            abort(401)
-        return redirect(url_for("accounts.login", next=request.full_path))
+        return _to_sign_in()
     db = current_db()
-    with control_session(db=db) as session:
-        row = session.execute(
+    with control_session(db=db) as control:
+        row = control.execute(
             select(Tenant.id, Tenant.slug, Tenant.status, Membership.id.label("member_id"), Membership.roles)
             .join(Membership, Membership.tenant_id == Tenant.id)
             .where(
@@ -102,7 +100,11 @@ def _resolve_tenant_member() -> Any:
     g.tenant_status = row.status
     g.member_id = row.member_id
     g.member_roles = list(row.roles)
-    g.permissions = permissions_of(g.member_roles)
+    with control_session(db=db) as control:
+        custom = {r.name: list(r.permissions) for r in control.execute(
+            select(TenantRole.name, TenantRole.permissions).where(
+                TenantRole.tenant_id == row.id, TenantRole.active.is_(True), TenantRole.name.in_(g.member_roles)))}
+    g.permissions = permissions_of(g.member_roles, custom)
     view = current_app.view_functions.get(request.endpoint or "")
     needed = view_permission(view) if view else None
     if needed is None:
@@ -123,6 +125,34 @@ def request_actor() -> Actor:
                  request_id=request_id[:64], client_addr=(request.remote_addr or "")[:64] or None)
 
 
+def _to_sign_in() -> Any:
+    """Anonymous (or ended) sessions: 401 for the API, otherwise the sign-in page and back afterwards."""
+    if _wants_json():
+        abort(401, description="sign in first (your session may have ended)")
+    if getattr(session, "ended", False):
+        flash("Your session has ended (signed out, timed out or ended by an administrator). Sign in again.", "info")
+    return redirect(url_for("accounts.login", next=request.full_path.rstrip("?")))
+
+
+def enforce_declared_permission() -> Any:
+    """App-wide guard: a route without a declaration answers 500; global MEMBER routes need a signed-in user.
+
+    Tenant routes check the permission itself in `_resolve_tenant_member`, after resolving the membership.
+    """
+    if request.endpoint is None:
+        return None  # no route matched: the 404/405 handlers answer
+    view = current_app.view_functions.get(request.endpoint)
+    needed = view_permission(view) if view else None
+    if needed is None:
+        abort(500, description=f"route {request.endpoint} declares no permission")
+    # Blueprints authenticated by bearer tokens, client secrets or signatures check their own credentials.
+    token_authenticated = request.blueprint in current_app.extensions.get("batchline.non_session_blueprints", ())
+    if needed == MEMBER and g.get("tenant_slug") is None and not current_user.is_authenticated \
+            and not token_authenticated:
+        return _to_sign_in()
+    return None
+
+
 def current_tenant() -> TenantRef:
     """The tenant of this request (set by the tenant blueprint)."""
     return g.tenant
@@ -138,6 +168,76 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> Any:
 
 
 def app_url(endpoint: str, **values: Any) -> str:
-    """`url_for` that also works outside a request (CLI output)."""
+    """`url_for` that also works outside a request (CLI output, jobs).
+
+    External URLs (mailed links) use PUBLIC_BASE_URL when set, never the request's Host header: a forged Host
+    must not turn a password reset mail into a link to someone else's server.
+    """
+    from flask import has_request_context
+
+    base = (current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
+    if base:
+        with current_app.test_request_context(base_url=base):
+            return url_for(endpoint, **values)
+    if has_request_context():
+        return url_for(endpoint, **values)
     with current_app.test_request_context():
         return url_for(endpoint, **values)
+
+
+class SubdomainTenantMiddleware:
+    """Serve `<slug>.<SERVER_NAME>/path` as `/t/<slug>/path` (path routing keeps working on every host).
+
+    Paths that already match a global route (sign-in, static files, health probes) are left alone, so a
+    tenant's subdomain can still reach them; `/` is the tenant's home there.
+    """
+
+    def __init__(self, wsgi_app: Callable[..., Any], flask_app: Any) -> None:
+        self.wsgi_app = wsgi_app
+        self.flask_app = flask_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        server_name = (self.flask_app.config.get("SERVER_NAME") or "").split(":")[0].lower()
+        host = (environ.get("HTTP_HOST") or "").split(":")[0].lower()
+        path = environ.get("PATH_INFO") or "/"
+        if server_name and host.endswith("." + server_name) and not path.startswith("/t/"):
+            slug = host[: -len(server_name) - 1]
+            if "." not in slug and (path == "/" or not self._is_global(path, environ)):
+                environ["PATH_INFO"] = f"/t/{slug}{path}"
+        return self.wsgi_app(environ, start_response)
+
+    def _is_global(self, path: str, environ: dict[str, Any]) -> bool:
+        adapter = self.flask_app.url_map.bind("", path_info=path, url_scheme=environ.get("wsgi.url_scheme", "http"))
+        try:
+            endpoint, _ = adapter.match(path, method=environ.get("REQUEST_METHOD", "GET"))
+        except Exception:  # no global route matches (404/405/redirect): treat the path as the tenant's
+            return False
+        return not str(endpoint).startswith(tuple(f"{bp}." for bp in self._tenant_blueprints()))
+
+    def _tenant_blueprints(self) -> list[str]:
+        return [name for name, bp in self.flask_app.blueprints.items() if bp.url_prefix == "/t/<tenant_slug>"]
+
+
+#: No inline script or style anywhere: scripts and styles come from our own /static only.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def security_headers(response: Any) -> Any:
+    """Headers every response carries: CSP, no framing, no sniffing, no referrer leaks, HSTS over HTTPS."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    # Reset and invitation links carry tokens in the path: never send them to another site as a Referer.
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(self), microphone=(), geolocation=(), payment=()")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.is_secure:
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if request.endpoint != "static" and current_user.is_authenticated:
+        # Batch records on a shared tablet must not come back from the browser cache after sign-out.
+        headers["Cache-Control"] = "no-store"
+    return response

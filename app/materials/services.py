@@ -11,22 +11,13 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from app import esign
 from app.audit.services import current_actor, record
 from app.core.errors import Conflict, NotFound, ValidationError
-from app.materials.models import (
-    LOT_STATUSES,
-    LOT_TRANSITIONS,
-    MATERIAL_TYPES,
-    Lot,
-    LotMovement,
-    LotStatusChange,
-    Material,
-)
-from app.materials.usability import lot_usable
-from app.plant.services import (
+from app.core.validation import (
     clean_choice,
     clean_code,
     clean_date,
@@ -35,6 +26,17 @@ from app.plant.services import (
     clean_text,
     db_now,
 )
+from app.materials.models import (
+    LOT_STATUSES,
+    LOT_TRANSITIONS,
+    MATERIAL_TYPES,
+    Lot,
+    LotMovement,
+    LotStatusChange,
+    Material,
+    lot_status_change_content,
+)
+from app.materials.usability import lot_usable
 
 
 def _actor(session: Session) -> tuple[int | None, str]:
@@ -161,17 +163,24 @@ def _move(session: Session, lot: Lot, *, kind: str, quantity: Decimal, batch_num
 
 
 def consume_lot(session: Session, *, lot_id: int, quantity: Any, batch_number: str,
-                material_id: int | None = None) -> LotMovement:
-    """Consume from a lot into a batch (genealogy: lot -> batch) after the lot gate says it is usable."""
+                material_id: int | None = None, override: bool = False) -> LotMovement:
+    """Consume from a lot into a batch (genealogy: lot -> batch) after the lot gate says it is usable.
+
+    `override=True` is for the batch engine once a supervisor has signed an override of the gate: the lot is
+    consumed (so genealogy shows it) and the reasons are written on the movement; a balance can still never go
+    negative.
+    """
     qty = clean_decimal(quantity, "quantity", positive=True)
     assert qty is not None  # noqa: S101
     batch = clean_code(batch_number, "batch number", max_len=60)
     lot = locked_lot(session, lot_id)
     expected = _material(session, material_id) if material_id is not None else lot.material
     verdict = lot_usable(lot, expected, qty, db_now(session))
-    if not verdict.usable:
-        raise Conflict("; ".join(r.message for r in verdict.reasons))
-    return _move(session, lot, kind="consume", quantity=-qty, batch_number=batch, reason="")
+    blocking = [r for r in verdict.reasons if not override or r.code == "insufficient_quantity"]
+    if blocking:
+        raise Conflict("; ".join(r.message for r in blocking))
+    reason = ("supervisor override: " + "; ".join(r.message for r in verdict.reasons)) if verdict.reasons else ""
+    return _move(session, lot, kind="consume", quantity=-qty, batch_number=batch, reason=reason)
 
 
 def adjust_lot(session: Session, *, lot_id: int, quantity: Any, reason: str) -> LotMovement:
@@ -185,22 +194,36 @@ def adjust_lot(session: Session, *, lot_id: int, quantity: Any, reason: str) -> 
     return _move(session, lot, kind="adjust", quantity=qty, batch_number=None, reason=reason)
 
 
+#: The signature meaning of each QA disposition.
+DISPOSITION_MEANINGS = {"released": "released", "rejected": "rejected", "quarantine": "reviewed"}
+
+
 def change_lot_status(session: Session, *, lot_id: int, to_status: str, reason: str,
-                      signature_id: int | None = None) -> LotStatusChange:
-    """QA disposition of a lot (release, reject, put back on hold), with the reason and the signature."""
+                      credentials: dict[str, Any] | None) -> LotStatusChange:
+    """QA disposition of a lot (release, reject, put back on hold): signed by QA, with the reason."""
     to_status = clean_choice(to_status, "lot status", LOT_STATUSES)
     reason = clean_text(reason, "reason", max_len=2000)
+    if not credentials or not credentials.get("password"):
+        raise ValidationError("a lot disposition is signed by QA: enter your password to sign")
     lot = locked_lot(session, lot_id)
     if to_status not in LOT_TRANSITIONS[lot.status]:
         allowed = ", ".join(sorted(LOT_TRANSITIONS[lot.status])) or "nothing (rejection is final)"
         raise Conflict(f"lot {lot.lot_number} is {lot.status}; it can go to {allowed}")
-    member_id, label = _actor(session)
     old = lot.status
+    # The change's id is taken first so the signature binds to this very disposition.
+    change_id = session.execute(
+        text("SELECT nextval(pg_get_serial_sequence('lot_status_changes', 'id'))")).scalar_one()
+    content = lot_status_change_content(lot=lot, material_code=lot.material.code, from_status=old,
+                                        to_status=to_status, reason=reason)
+    signature = esign.sign(session, record_type="lot_status_change", record_id=change_id, content=content,
+                           meaning=DISPOSITION_MEANINGS[to_status], actor=current_actor(session), reason=reason,
+                           **credentials)
+    member_id, label = _actor(session)
     lot.status, lot.status_changed_at = to_status, db_now(session)
-    change = LotStatusChange(lot_id=lot.id, from_status=old, to_status=to_status, reason=reason,
-                             member_id=member_id, actor_label=label, signature_id=signature_id)
+    change = LotStatusChange(id=change_id, lot_id=lot.id, from_status=old, to_status=to_status, reason=reason,
+                             member_id=member_id, actor_label=label, signature_id=signature.id)
     session.add(change)
     session.flush()
     record(session, action="status_change", record_type="lot", record_id=lot.id, old={"status": old},
-           new={"status": to_status, "status_change": change.id, "signature_id": signature_id}, reason=reason)
+           new={"status": to_status, "status_change": change.id, "signature_id": signature.id}, reason=reason)
     return change

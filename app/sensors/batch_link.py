@@ -10,9 +10,10 @@ The sensor path asks two questions of the batch record, and only through this mo
 Each `RunningStep` carries the limits of the step's critical parameters by quantity kind (`temperature`,
 `pH`, ...), which the analysis job checks the sensor of that kind against.
 
-The batches area answers by registering a `BatchSource` at import (`register_batch_source(...)` in its
-`__init__`). Until one is registered, both functions answer "nothing is running", so readings are stored with
-no batch and step and no recipe limits are checked: an honest gap, never invented data.
+The answer comes from a `BatchSource`; by default `BatchesAreaSource`, which asks the batches area
+(`app.batches.queries.running_steps`: the step in force on the item from its start until the next step on the
+item starts or the batch releases the item, with the limits of its critical and key parameters by quantity
+kind). `register_batch_source(...)` replaces it (tests, or another execution system).
 """
 
 from __future__ import annotations
@@ -67,13 +68,42 @@ class BatchSource(Protocol):
         ...
 
 
-_source: BatchSource | None = None
+class BatchesAreaSource:
+    """The batch record of this application (`app.batches`) as the sensor path's BatchSource."""
+
+    def running_steps(self, session: Session, *, equipment_id: int, start: datetime,
+                      end: datetime) -> Sequence[RunningStep]:
+        """Return the batches area's steps in force on the item during [start, end]."""
+        from app.batches.queries import running_steps
+
+        return [RunningStep(batch_id=s.batch_id, step_id=s.step_id, started_at=s.started_at,
+                            ended_at=s.in_force_until, phase=s.phase_key,
+                            limits={kind: StepLimits(low=v.get("low"), high=v.get("high"),
+                                                     alarm_low=v.get("alarm_low"), alarm_high=v.get("alarm_high"),
+                                                     target=v.get("target"))
+                                    for kind, v in s.limits.items()})
+                for s in running_steps(session, equipment_id=equipment_id, start=start, end=end)]
+
+    def equipment_of_batch(self, session: Session, *, batch_id: int) -> Sequence[int]:
+        """Return the equipment items assigned to the batch (current assignments, not superseded ones)."""
+        from sqlalchemy import select
+
+        from app.batches.models import BatchEquipment
+
+        rows = session.execute(select(BatchEquipment.id, BatchEquipment.equipment_id, BatchEquipment.supersedes_id)
+                               .where(BatchEquipment.batch_id == batch_id)).all()
+        superseded = {r.supersedes_id for r in rows if r.supersedes_id is not None}
+        return [r.equipment_id for r in rows if r.id not in superseded]
 
 
-def register_batch_source(source: BatchSource | None) -> None:
-    """Install the batches area's answer to "what ran where and when" (None removes it)."""
-    global _source  # one process-wide provider, installed at import by the batches area
-    _source = source
+_source: BatchSource | None = BatchesAreaSource()
+
+
+def register_batch_source(source: BatchSource | None) -> BatchSource | None:
+    """Install another answer to "what ran where and when" (None: nothing runs); return the previous one."""
+    global _source  # one process-wide provider
+    previous, _source = _source, source
+    return previous
 
 
 def running_steps(session: Session, *, equipment_id: int, start: datetime, end: datetime) -> list[RunningStep]:

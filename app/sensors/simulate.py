@@ -86,24 +86,25 @@ DEMO_SENSORS = [("TT", "temperature", "°C", 0, 60), ("PH", "pH", "pH", 0, 14),
 
 
 def seed_demo_bioreactor(session: Any) -> int:
-    """Create the demo site, line, bioreactor BR-101 and its six sensors once; return the equipment id."""
+    """Give the demo bioreactor BR-101 its six sensors once (creating the item if the demo has none)."""
     from sqlalchemy import select
 
     from app.plant import services as plant
-    from app.plant.models import Equipment
+    from app.plant.models import Equipment, Sensor
 
-    existing = session.scalar(select(Equipment.id).where(Equipment.tag == "BR-101"))
-    if existing is not None:
-        return int(existing)
-    site = plant.create_site(session, code="DEMO", name="Demo suite", timezone="UTC")
-    line = plant.create_line(session, site_id=site.id, code="USP-1", name="Upstream line 1")
-    equipment = plant.create_equipment(session, tag="BR-101", name="50 L single-use bioreactor",
-                                       equipment_class="bioreactor", line_id=line.id, capacity="50",
-                                       capacity_unit="L", single_use=True)
+    equipment_id = session.scalar(select(Equipment.id).where(Equipment.tag == "BR-101"))
+    if equipment_id is None:
+        site = plant.create_site(session, code="DEMO", name="Demo suite", timezone="UTC")
+        line = plant.create_line(session, site_id=site.id, code="USP-1", name="Upstream line 1")
+        equipment_id = plant.create_equipment(session, tag="BR-101", name="50 L single-use bioreactor",
+                                              equipment_class="bioreactor", line_id=line.id, capacity="50",
+                                              capacity_unit="L", single_use=True).id
+    existing = set(session.scalars(select(Sensor.tag).where(Sensor.equipment_id == equipment_id)))
     for short, kind, unit, low, high in DEMO_SENSORS:
-        plant.create_sensor(session, tag=f"{short}-101", equipment_id=equipment.id, quantity_kind=kind, unit=unit,
-                            range_low=low, range_high=high, sampling_period_s=1)
-    return int(equipment.id)
+        if f"{short}-101" not in existing:
+            plant.create_sensor(session, tag=f"{short}-101", equipment_id=equipment_id, quantity_kind=kind,
+                                unit=unit, range_low=low, range_high=high, sampling_period_s=1)
+    return int(equipment_id)
 
 
 def signal_for(kind: str, tag: str, *, target: float | None = None) -> SimSensor:

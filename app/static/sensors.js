@@ -10,7 +10,7 @@
     tiles.forEach(function (t) {
       var tile = section.querySelector('[data-sensor="' + t.id + '"]');
       if (!tile) { return; }
-      tile.className = "tile state-" + t.state;
+      tile.className = "sensor-tile state-" + t.state;
       tile.querySelector(".value").textContent = (t.latest && t.latest.value !== null) ? fmt(t.latest.value) : "–";
       tile.querySelector(".alarms").textContent = t.open.map(function (e) { return e.rule; }).join(", ");
     });

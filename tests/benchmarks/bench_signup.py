@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from _harness import REPO_ROOT, bench_app, median, report, timed
+from rq import Worker
 
 from app.tenancy.services import create_tenant
 from tests.support_saas import last_verification_link
@@ -34,7 +35,12 @@ def main() -> None:
     worker = subprocess.Popen([sys.executable, "-c", "from app.cli import cli; cli()", "worker"],
                               cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(3)  # the worker is up before anyone clicks (as in production)
+        # The worker is up before anyone clicks (as in production): wait until it has registered with Redis.
+        conn = app.extensions["batchline.redis"]
+        deadline = time.monotonic() + 60
+        while not Worker.all(connection=conn) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
         spans = []
         for i in range(SAMPLES):
             client = app.test_client()

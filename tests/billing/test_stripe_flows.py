@@ -227,3 +227,39 @@ def test_event_for_an_unknown_subscription_is_recorded_and_ignored(billing_on, c
 def test_webhook_is_off_without_stripe_keys(client) -> None:
     response = client.post("/billing/webhook", data=b"{}", headers={"Stripe-Signature": "t=1,v1=x"})
     assert response.status_code == 404 and "Billing is off" in response.get_json()["title"]
+
+
+def test_webhooks_sent_and_signed_by_the_stripe_stand_in_are_processed(app, billing_on, make_tenant,
+                                                                       stripe_client) -> None:
+    """localstripe itself signs and POSTs its events to our endpoint served over real HTTP."""
+    import requests
+
+    from tests.billing.conftest import WEBHOOK_SECRET
+    from tests.support_saas import live_server
+
+    with live_server(app) as base:
+        requests.post(f"{billing_on}/_config/webhooks/batchline-test",
+                      data={"url": f"{base}/billing/webhook", "secret": WEBHOOK_SECRET,
+                            "events[]": ["customer.subscription.created", "customer.subscription.deleted"]},
+                      timeout=10).raise_for_status()
+        try:
+            tenant, sub = _subscribed(make_tenant, stripe_client)
+            stripe_client.v1.subscriptions.cancel(sub.stripe_subscription_id)
+            deadline = time.monotonic() + 15  # localstripe delivers about a second after each event
+            while time.monotonic() < deadline:
+                with control_session() as session:
+                    received = session.scalars(select(StripeEvent.type).where(
+                        StripeEvent.payload["data"]["object"]["id"].astext == sub.stripe_subscription_id)).all()
+                if {"customer.subscription.created", "customer.subscription.deleted"} <= set(received):
+                    break
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"localstripe's webhooks did not arrive: {received}")
+        finally:  # point the stand-in somewhere harmless: later events must not reach a stopped server
+            requests.post(f"{billing_on}/_config/webhooks/batchline-test",
+                          data={"url": "http://127.0.0.1:9/", "secret": WEBHOOK_SECRET, "events[]": ["none"]},
+                          timeout=10)
+    run_jobs()
+    with control_session() as session:
+        assert services.subscription_of(session, tenant.ref.id).status == "canceled"
+    assert _tenant_status(tenant.ref.id) == "read_only"

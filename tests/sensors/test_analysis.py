@@ -155,7 +155,7 @@ class FakeBatches:
 def test_readings_attach_to_the_running_step_and_its_limits_are_checked(app, make_plant) -> None:
     plant = make_plant()
     source = FakeBatches(plant.equipment_id, T0 + timedelta(seconds=100), T0 + timedelta(seconds=300))
-    register_batch_source(source)
+    previous = register_batch_source(source)
     try:
         values = stream(400, seed=7)
         values[200:210] = 37.8  # above the alarm limit (amber), inside the hard limit
@@ -167,7 +167,7 @@ def test_readings_attach_to_the_running_step_and_its_limits_are_checked(app, mak
             assert running_step_at(session, plant.equipment_id, T0 + timedelta(seconds=150)) == source.step
             assert running_step_at(session, plant.equipment_id, T0 + timedelta(seconds=350)) is None
     finally:
-        register_batch_source(None)
+        register_batch_source(previous)
     assert {r.batch_id for r in attached[100:300]} == {41} and {r.step_id for r in attached[100:300]} == {4101}
     assert {r.batch_id for r in attached[:100] + attached[300:]} == {None}
     limit_eps = [e for e in episodes(plant, "TT") if e.rule == "limits"]

@@ -13,7 +13,7 @@ from sqlalchemy.exc import ProgrammingError
 from app.core.jobs import OutboxMessage, enqueue
 from app.core.tenancy import tenant_transaction
 from app.models import TenantBase
-from tests.conftest import sign_in
+from tests.conftest import TEST_PASSWORD, sign_in
 
 
 def _tenant_tables() -> list[str]:
@@ -136,3 +136,22 @@ def _script_info(app):
     from flask.cli import ScriptInfo
 
     return ScriptInfo(create_app=lambda *_: app)
+
+
+def test_subdomain_routing_when_server_name_is_set(app, client, make_tenant) -> None:
+    a, b = make_tenant(), make_tenant()
+    app.config["SERVER_NAME"] = "batchline.test"
+    try:
+        # Session cookies stay host-only: sign in on the tenant's own host, as a user there would.
+        host = f"http://{a.ref.slug}.batchline.test"
+        html = client.get("/login", base_url=host).get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+        client.post("/login", base_url=host,
+                    data={"email": a.admin_email, "password": TEST_PASSWORD, "csrf_token": token})
+        home = client.get("/", base_url=host)
+        assert home.status_code == 200 and f"Welcome to {a.ref.slug}" in home.get_data(as_text=True)
+        assert client.get("/admin/jobs", base_url=host).status_code == 200
+        assert client.get(f"/t/{b.ref.slug}/", base_url=host).status_code == 404
+        assert client.get("/healthz", base_url=host).status_code == 200
+    finally:
+        app.config["SERVER_NAME"] = None

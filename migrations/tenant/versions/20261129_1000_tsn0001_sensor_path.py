@@ -1,8 +1,8 @@
 """Sensor path: ingest payloads, time-partitioned readings, analysis state, exception episodes, PCA models.
 
 Revision ID: tsn0001
-Revises: tpl01
-Create Date: 2026-11-25 12:00
+Revises: trc03
+Create Date: 2026-11-29 10:00
 
 The SQL is copied from app/sensors/models.py on purpose: a migration is history and must not change when the
 model code does.
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "tsn0001"
-down_revision = "tpl01"
+down_revision = "trc03"
 branch_labels = None
 depends_on = None
 
