@@ -46,17 +46,25 @@ def _blueprints() -> list[Any]:
     from app.api.views import bp as api_tokens_bp
     from app.api.views import docs_bp as api_docs_bp
     from app.audit.views import bp as audit_bp
+    from app.batches.api import bp as batches_api_bp
+    from app.batches.views import bp as batches_bp
     from app.billing.views import bp as billing_bp
     from app.billing.views import webhook_bp as billing_webhook_bp
     from app.esign.views import bp as esign_bp
     from app.health.views import bp as health_bp
     from app.home.views import bp as home_bp
     from app.jobs.views import bp as jobs_bp
+    from app.materials.api import bp as materials_api_bp
+    from app.materials.views import bp as materials_bp
+    from app.onboarding.views import bp as onboarding_bp
+    from app.plant.api import bp as plant_api_bp
+    from app.plant.views import bp as plant_bp
     from app.signup.views import bp as signup_bp
-    from app.signup.views import onboarding_bp
+    from app.signup.views import onboarding_bp as signup_onboarding_bp
 
     return [health_bp, accounts_bp, accounts_admin_bp, accounts_api_bp, home_bp, jobs_bp, audit_bp, esign_bp,
-            signup_bp, onboarding_bp, billing_bp, billing_webhook_bp, api_tokens_bp, api_docs_bp, oauth_bp,
+            signup_bp, signup_onboarding_bp, billing_bp, billing_webhook_bp, api_tokens_bp, api_docs_bp, oauth_bp,
+            plant_bp, plant_api_bp, materials_bp, materials_api_bp, onboarding_bp, batches_bp, batches_api_bp,
             load_operations()]
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from app.core.jobs import OutboxMessage
 from app.core.tenancy import tenant_transaction
 from app.core.web import MEMBER, requires, tenant_blueprint
+from app.onboarding.services import checklist
 
 bp = tenant_blueprint("home", __name__, template_folder="templates")
 
@@ -22,4 +23,5 @@ def index() -> Any:
         pending_jobs = session.scalar(
             select(func.count()).select_from(OutboxMessage).where(OutboxMessage.finished_at.is_(None))
         )
-    return render_template("home/index.html", pending_jobs=pending_jobs)
+        onboarding = checklist(session, g.tenant)
+    return render_template("home/index.html", pending_jobs=pending_jobs, onboarding=onboarding)
