@@ -59,12 +59,14 @@ def _blueprints() -> list[Any]:
     from app.onboarding.views import bp as onboarding_bp
     from app.plant.api import bp as plant_api_bp
     from app.plant.views import bp as plant_bp
+    from app.review.views import bp as review_bp
     from app.signup.views import bp as signup_bp
     from app.signup.views import onboarding_bp as signup_onboarding_bp
 
     return [health_bp, accounts_bp, accounts_admin_bp, accounts_api_bp, home_bp, jobs_bp, audit_bp, esign_bp,
             signup_bp, signup_onboarding_bp, billing_bp, billing_webhook_bp, api_tokens_bp, api_docs_bp, oauth_bp,
             plant_bp, plant_api_bp, materials_bp, materials_api_bp, onboarding_bp, batches_bp, batches_api_bp,
+            review_bp,
             load_operations()]
 
 
