@@ -158,8 +158,10 @@ def scheduler(once: bool) -> None:
 from app.audit.cli import audit_group  # noqa: E402  (area commands register after the core ones)
 from app.billing.cli import billing_group  # noqa: E402
 from app.jobs.cli import jobs_group  # noqa: E402
+from app.recipes.cli import validation_group  # noqa: E402
 
-COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group, audit_group, billing_group]
+COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group, audit_group, billing_group,
+            validation_group]
 
 
 def register_flask_cli(app: Any) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -49,9 +50,34 @@ def _prepare_demo() -> tuple[str, str]:
                                  admin_name="Demo Admin")
             creds.write_text(f"{DEMO_EMAIL}\n{made.admin_password or '(existing account password)'}\n")
             creds.chmod(0o600)
+        _seed_demo_batch(db, slug, Path(app.instance_path) / "demo_people.txt")
     db.dispose()
     email, password = [*creds.read_text().splitlines(), "", ""][:2] if creds.exists() else (DEMO_EMAIL, "?")
     return email, password
+
+
+def _seed_demo_batch(db: Any, slug: str, people_file: Path) -> None:
+    """Seed the demo plant, the approved fed-batch recipe and a batch on the floor, once (app.batches.demo)."""
+    from app.batches.demo import create_demo_people, seed_demo
+    from app.core.tenancy import tenant_ref, tenant_transaction
+    from app.tenancy.queries import tenant_by_slug
+
+    row = tenant_by_slug(db, slug)
+    if row is None:
+        return
+    ref = tenant_ref(row.id, db=db, slug=row.slug)
+    password = None
+    if people_file.exists():
+        password = (people_file.read_text().splitlines() or [""])[0].removeprefix("password: ") or None
+    people, password = create_demo_people(ref, domain=f"{slug}.example.com", password=password)
+    with tenant_transaction(ref, db=db) as session:
+        batch = seed_demo(session, people=people, password=password)
+        number = batch.batch_number if batch is not None else None
+    people_file.write_text(f"password: {password}\n" + "".join(
+        f"{p.email}  ({', '.join(p.roles)})\n" for p in people.values()))
+    people_file.chmod(0o600)
+    if number:
+        click.echo(f"demo batch {number} (CHO fed-batch, 50 L) released to the floor of line USP-DEMO")
 
 
 @click.command("run")
@@ -73,6 +99,9 @@ def run_command(bind: str, no_worker: bool) -> None:
     click.echo("")
     click.echo(f"Batchline is running: http://{bind}/login")
     click.echo(f"  demo tenant: http://{bind}/t/demo/   sign in as {email} / {password}")
+    people = Path(REPO_ROOT / "instance" / "demo_people.txt")
+    if people.exists():
+        click.echo(f"  demo people (operator, supervisor, QA...): see {people}")
     click.echo(f"  mail (invitations, password resets, alerts) is written to {REPO_ROOT / 'instance' / 'mail'}")
     click.echo("  Ctrl-C stops everything.")
 

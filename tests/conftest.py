@@ -87,14 +87,20 @@ _slugs = itertools.count(1)
 
 @pytest.fixture
 def make_tenant(app: Flask) -> Callable[..., ProvisionedTenant]:
-    """Factory: a fresh tenant with a unique slug and an admin whose password is TEST_PASSWORD."""
+    """Factory: a fresh tenant with a unique slug and an admin whose password is TEST_PASSWORD.
 
-    def make(slug: str | None = None, *, admin_email: str | None = None, **kwargs: Any) -> ProvisionedTenant:
+    The tenant is bare (no `TENANT_DEFAULTS` seed: empty audit trail, no signature routes) unless the test asks
+    for what provisioning gives a real customer with `with_defaults=True`.
+    """
+
+    def make(slug: str | None = None, *, admin_email: str | None = None, with_defaults: bool = False,
+             **kwargs: Any) -> ProvisionedTenant:
         n = next(_slugs)
         slug = slug or f"acme-{os.getpid()}-{n}"
         return create_tenant(app.extensions["batchline.db"], slug=slug, name=kwargs.pop("name", f"Acme {n}"),
                              admin_email=admin_email or f"admin{n}-{os.getpid()}@{slug}.example.com",
-                             admin_password=kwargs.pop("admin_password", TEST_PASSWORD), **kwargs)
+                             admin_password=kwargs.pop("admin_password", TEST_PASSWORD),
+                             apply_defaults=with_defaults, **kwargs)
 
     return make
 

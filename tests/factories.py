@@ -5,12 +5,34 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from app.core.tenancy import Actor
+from sqlalchemy import select
+
+from app.accounts.models import Membership, User
+from app.core.tenancy import Actor, control_session
 from app.materials import services as materials
 from app.plant import services as plant
 
 ALICE = Actor(member_id=7, label="Alice Admin <alice@example.com>", request_id="req-test", client_addr="127.0.0.1")
 _n = itertools.count(1)
+PASSWORD = "correct horse battery staple 42"  # tests.conftest.TEST_PASSWORD
+
+
+def admin_actor(tenant: Any) -> Actor:
+    """The tenant's first admin (a real member with a password), as the actor of a unit of work."""
+    with control_session() as session:
+        member_id, name = session.execute(
+            select(Membership.id, User.name).join(User, User.id == Membership.user_id)
+            .where(Membership.tenant_id == tenant.ref.id, User.email == tenant.admin_email)).one()
+    return Actor(member_id=member_id, label=f"{name} <{tenant.admin_email}>", request_id="req-test",
+                 client_addr="127.0.0.1")
+
+
+def credentials(session: Any) -> dict[str, Any]:
+    """Signing credentials of the session's actor (a member whose password is the test password)."""
+    member_id = session.info["actor"].member_id
+    with control_session() as control:
+        user_id = control.scalar(select(Membership.user_id).where(Membership.id == member_id))
+    return {"user_id": user_id, "password": PASSWORD, "identification": None, "identification_required": False}
 
 
 def make_line(session: Any, *, timezone: str = "Europe/Zurich", signature_routes: tuple[str, ...] = ()) -> Any:
@@ -47,5 +69,6 @@ def make_lot(session: Any, material: Any, quantity: Any = "10", *, release: bool
     values.update(overrides)
     lot = materials.receive_lot(session, **values)
     if release:
-        materials.change_lot_status(session, lot_id=lot.id, to_status="released", reason="CoA reviewed")
+        materials.change_lot_status(session, lot_id=lot.id, to_status="released", reason="CoA reviewed",
+                                    credentials=credentials(session))
     return lot

@@ -195,6 +195,9 @@ class SsoProvider(PublicBase):
     default_roles: Mapped[list[str]] = mapped_column(ARRAY(String(60)), default=list)
     #: SSO sign-in offered only while enabled.
     enabled: Mapped[bool] = mapped_column(default=True)
+    #: Policy "SSO required": members with a linked identity re-authenticate through the provider to e-sign,
+    #: even if their account also has a password (which signing then refuses).
+    sso_required: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     #: When last changed (database clock).
     updated_at: Mapped[datetime] = mapped_column(server_default=text("now()"))
     #: Account that last changed it.

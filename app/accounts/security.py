@@ -5,7 +5,8 @@ Stable entry points other areas call (the e-signature service among them):
 - `record_security_event(...)` writes one event into a tenant's append-only `security_events`;
 - `register_failed_password(...)` / `register_successful_password(...)` count wrong passwords toward lockout
   (21 CFR 11.300(d)): the Nth consecutive failure locks the account, ends its sessions and alerts the admins
-  of every tenant it belongs to, in the app and by mail;
+  of every tenant it belongs to, in the app and by mail; `register_failed_reauthentication(...)` counts a
+  refused re-authentication through the identity provider (`app.accounts.reauth`) the same way;
 - `verify_user_password(...)` re-authenticates a member (refusing locked and deactivated users) and counts.
 
 Each of these commits on its own: a failed signature attempt rolls back the caller's work, but the failure it
@@ -36,7 +37,7 @@ EVENT_KINDS = (
     "password.changed", "password.reset_requested", "password.reset", "role.changed", "role.created",
     "role.updated", "role.retired", "member.invited", "member.invitation_revoked", "member.joined",
     "member.deactivated", "member.reactivated", "settings.changed", "sso.configured", "sso.linked",
-    "sso.signin", "sso.refused", "user.switched", "alert.acknowledged",
+    "sso.signin", "sso.refused", "user.switched", "alert.acknowledged", "reauth.success", "reauth.failure",
 )
 
 
@@ -114,6 +115,18 @@ def register_failed_password(*, user_id: int, tenant_id: int | None, source: str
     `tenant_id` (or, for a sign-in before any tenant is chosen, in every tenant of the account); a lockout is
     recorded as an alert in every tenant of the account, its admins are mailed, and its sessions end at once.
     """
+    return _register_failure(user_id=user_id, tenant_id=tenant_id, source=source, kind="password.failure")
+
+
+def register_failed_reauthentication(*, user_id: int, tenant_id: int, source: str, reason: str) -> bool:
+    """Count one failed re-authentication through the identity provider (an SSO proof refused for `reason`)
+    exactly like a wrong password: it counts toward the same lockout (21 CFR 11.300(d))."""
+    return _register_failure(user_id=user_id, tenant_id=tenant_id, source=source, kind="reauth.failure",
+                             reason=reason)
+
+
+def _register_failure(*, user_id: int, tenant_id: int | None, source: str, kind: str,
+                      reason: str | None = None) -> bool:
     from app.accounts.sessions import end_user_sessions
 
     with control_session() as control:
@@ -130,10 +143,12 @@ def register_failed_password(*, user_id: int, tenant_id: int | None, source: str
                 locked_now = True
         failures = user.failed_logins
         all_tenants = member_tenant_ids(control, user_id)
-    detail = {"consecutive_failures": failures, "threshold": settings.lockout_threshold,
-              "already_locked": already_locked}
+    detail: dict[str, Any] = {"consecutive_failures": failures, "threshold": settings.lockout_threshold,
+                              "already_locked": already_locked}
+    if reason is not None:
+        detail["reason"] = reason[:300]
     where = [tenant_id] if tenant_id is not None else all_tenants
-    record_account_event(user_id=user_id, kind="password.failure", tenant_ids=where, source=source, detail=detail)
+    record_account_event(user_id=user_id, kind=kind, tenant_ids=where, source=source, detail=detail)
     if locked_now:
         ended = end_user_sessions(user_id)
         log.warning("account %s locked after %s consecutive failures (%s)", user_id, failures, source)

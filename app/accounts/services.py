@@ -603,8 +603,9 @@ def validate_issuer(issuer: str) -> str:
 
 
 def configure_sso(*, tenant_id: int, issuer: str, client_id: str, client_secret: str, allowed_domains: str,
-                  default_roles: list[str], enabled: bool, by_user_id: int, by_permissions: frozenset[str]) -> None:
-    """Set the tenant's OIDC provider; an empty secret keeps the stored one."""
+                  default_roles: list[str], enabled: bool, by_user_id: int, by_permissions: frozenset[str],
+                  sso_required: bool = False) -> None:
+    """Set the tenant's OIDC provider and its "SSO required" policy; an empty secret keeps the stored one."""
     issuer = validate_issuer(issuer)
     client_id = (client_id or "").strip()
     if not client_id or len(client_id) > 255 or not client_id.isprintable() or not client_id.isascii():
@@ -625,14 +626,14 @@ def configure_sso(*, tenant_id: int, issuer: str, client_id: str, client_secret:
             row = SsoProvider(tenant_id=tenant_id)
             control.add(row)
         before = {"issuer": row.issuer, "client_id": row.client_id, "allowed_domains": row.allowed_domains,
-                  "default_roles": row.default_roles, "enabled": row.enabled}
+                  "default_roles": row.default_roles, "enabled": row.enabled, "sso_required": row.sso_required}
         row.issuer, row.client_id, row.allowed_domains = issuer, client_id, domains
-        row.default_roles, row.enabled = roles, bool(enabled)
+        row.default_roles, row.enabled, row.sso_required = roles, bool(enabled), bool(sso_required)
         if client_secret:
             row.client_secret_sealed = seal(client_secret, purpose=f"sso-client-secret:{tenant_id}")
         row.updated_by, row.updated_at = by_user_id, func.now()
         after = {"issuer": issuer, "client_id": client_id, "allowed_domains": domains, "default_roles": roles,
-                 "enabled": bool(enabled)}
+                 "enabled": bool(enabled), "sso_required": bool(sso_required)}
         record_security_event(session=enter_tenant(), tenant_id=tenant_id, kind="sso.configured",
                               actor_user_id=by_user_id,
                               detail={"before": before, "after": after, "secret_changed": bool(client_secret)})

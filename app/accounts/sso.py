@@ -50,6 +50,8 @@ class Claims:
     email: str | None
     email_verified: bool
     name: str
+    #: When the person last logged in at the provider (epoch seconds), if the token says (`auth_time`).
+    auth_time: int | None = None
 
 
 def _timeout() -> float:
@@ -83,15 +85,21 @@ def discover(issuer: str) -> dict[str, Any]:
     return metadata
 
 
-def start(*, tenant_id: int, redirect_uri: str, mode: str = "signin") -> tuple[str, dict[str, Any]]:
-    """Return the provider's authorization URL and the pending state to keep in the session."""
+def start(*, tenant_id: int, redirect_uri: str, mode: str = "signin",
+          force_login: bool = False) -> tuple[str, dict[str, Any]]:
+    """Return the provider's authorization URL and the pending state to keep in the session.
+
+    `force_login` asks the provider to make the person log in again whatever session they have there
+    (`prompt=login`, `max_age=0`): re-authentication for e-signatures (21 CFR 11.200(a)).
+    """
     provider, _secret = _provider(tenant_id)
     metadata = discover(provider.issuer)
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
     client = OAuth2Session(provider.client_id, redirect_uri=redirect_uri, scope="openid email profile",
                            code_challenge_method="S256")
+    extra = {"prompt": "login", "max_age": "0"} if force_login else {}
     url, _ = client.create_authorization_url(metadata["authorization_endpoint"], state=state, nonce=nonce,
-                                             code_verifier=verifier)
+                                             code_verifier=verifier, **extra)
     pending = {"tenant_id": tenant_id, "state": state, "nonce": nonce, "verifier": verifier, "mode": mode,
                "started": time.time(), "redirect_uri": redirect_uri}
     return url, pending
@@ -149,10 +157,13 @@ def finish(*, pending: dict[str, Any] | None, args: dict[str, str]) -> tuple[int
     if not subject or len(subject) > 255:
         raise SsoRefused("the ID token's subject is empty or too long")
     email = claims.get("email")
+    auth_time = claims.get("auth_time")
     return tenant_id, Claims(issuer=provider.issuer, subject=subject,
                              email=email if isinstance(email, str) else None,
                              email_verified=claims.get("email_verified") is True,
-                             name=str(claims.get("name") or "")[:200])
+                             name=str(claims.get("name") or "")[:200],
+                             auth_time=int(auth_time) if isinstance(auth_time, int | float)
+                             and not isinstance(auth_time, bool) else None)
 
 
 def _refuse(tenant_id: int, claims: Claims, reason: str, message: str, *, user_id: int | None = None) -> SsoRefused:

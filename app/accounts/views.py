@@ -15,7 +15,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import select
 
-from app.accounts import services, sso
+from app.accounts import reauth, services, sso
 from app.accounts.models import Invitation, Membership, User
 from app.accounts.passwords import burn_verify_time, hash_password, needs_rehash, verify_password
 from app.accounts.queries import (
@@ -388,6 +388,8 @@ def sso_callback() -> Any:
     """Finish single sign-on: validate the provider's answer, then sign in, join or link."""
     pending = session.pop("sso_pending", None)
     args = {k: v[:4096] for k, v in request.args.items()}
+    if pending and pending.get("mode") == reauth.MODE:
+        return _reauth_callback(pending, args)
     try:
         tenant_id, claims = sso.finish(pending=pending, args=args)
         slug = _slug_of(tenant_id)
@@ -408,6 +410,20 @@ def sso_callback() -> Any:
         logout_user()
     _start_session_for(user, remember=False)
     return redirect(url_for("home.index", tenant_slug=slug))
+
+
+def _reauth_callback(pending: dict[str, Any], args: dict[str, str]) -> Any:
+    """Finish a re-authentication: keep a single-use proof for the form page and go back to it."""
+    back = pending.get("return_to") or url_for("accounts.choose_tenant")
+    try:
+        _tenant_id, claims = sso.finish(pending=pending, args=args)
+        proof = reauth.complete(pending=pending, claims=claims,
+                                user_id=current_user.id if current_user.is_authenticated else None,
+                                session_id=getattr(session, "sid", None))
+    except BatchlineError as exc:
+        return render_template("error.html", status=exc.status_code, message=str(exc), back=back), exc.status_code
+    reauth.remember(session, proof)
+    return redirect(back)
 
 
 def _slug_of(tenant_id: int) -> str:
@@ -660,7 +676,8 @@ def sso_settings() -> Any:
                                    allowed_domains=request.form.get("allowed_domains") or "",
                                    default_roles=request.form.getlist("default_roles"),
                                    enabled=request.form.get("enabled") == "on", by_user_id=current_user.id,
-                                   by_permissions=_by_permissions())
+                                   by_permissions=_by_permissions(),
+                                   sso_required=request.form.get("sso_required") == "on")
         except BatchlineError as exc:
             _error(exc)
             status = exc.status_code

@@ -19,6 +19,7 @@ from typing import Any
 from flask import url_for
 from sqlalchemy import DDL, MetaData, Table, event
 from sqlalchemy.orm import Session
+from werkzeug.routing import BuildError
 
 #: `info` of a tenant table that holds no GMP record (job plumbing, caches, the audit trail itself).
 NOT_GMP: dict[str, Any] = {"gmp": False}
@@ -104,4 +105,7 @@ def record_page_url(record_type: str, record_id: Any) -> str | None:
     kind = RECORD_TYPES.get(record_type)
     if kind is None or kind.endpoint is None:
         return None
-    return url_for(kind.endpoint, **{kind.id_arg: str(record_id)})
+    try:
+        return url_for(kind.endpoint, **{kind.id_arg: str(record_id)})
+    except (BuildError, ValueError):  # an id the record's page cannot take (e.g. "L-1" for an integer route)
+        return None

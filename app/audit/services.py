@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.models import GENESIS_HASH, AuditAnchor, AuditEvent, AuditReview, AuditSelftest
 from app.audit.tsa import check_timestamp, request_timestamp
-from app.core.errors import ConfigurationError, ValidationError
+from app.core.errors import ConfigurationError, Conflict, ValidationError
 from app.core.tenancy import SYSTEM_ACTOR, Actor
 
 #: Actions that change an existing record must say why (21 CFR 11.10(e), ALCOA+ "attributable").
@@ -296,21 +296,43 @@ def check_selftest_change(session: Session, *, selftest_id: int, nonce: str) -> 
     return SelftestResult(ok=ok, selftest_id=selftest_id, seq=event.seq if event else None, checks=tuple(checks))
 
 
-def create_review(session: Session, *, filters: Any, conclusion: str) -> AuditReview:
-    """Record a reviewer's sign-off of the events matching `filters` (the caller then signs it)."""
+def draft_review(session: Session, *, filters: Any, conclusion: str, upto_seq: int | None = None,
+                 review_id: int | None = None) -> AuditReview:
+    """Build (without storing) a review of the events matching `filters`, up to `upto_seq` when given.
+
+    Without `review_id` a new id is reserved, so a signer who must re-authenticate at the identity provider can
+    bind the signature to this exact review (id and content) before it exists; an abandoned draft leaves a gap
+    in the ids, never a row.
+    """
     from sqlalchemy import func
 
     conclusion = (conclusion or "").strip()
     if not conclusion:
         raise ValidationError("write the review's conclusion (what was checked, what was found)")
-    summary = session.execute(filters.apply(select(func.min(AuditEvent.seq), func.max(AuditEvent.seq),
-                                                   func.count()))).one()
+    query = filters.apply(select(func.min(AuditEvent.seq), func.max(AuditEvent.seq), func.count()))
+    if upto_seq is not None:
+        query = query.where(AuditEvent.seq <= upto_seq)
+    summary = session.execute(query).one()
     if not summary[2]:
         raise ValidationError("no audit events match these filters: there is nothing to review")
     head_hash = session.execute(select(AuditEvent.hash).where(AuditEvent.seq == summary[1])).scalar_one()
+    if review_id is None:
+        review_id = session.execute(text("SELECT nextval(pg_get_serial_sequence('audit_reviews', 'id'))")).scalar_one()
     actor = current_actor(session)
-    review = AuditReview(filters=filters.as_dict(), first_seq=summary[0], last_seq=summary[1], events=summary[2],
-                         head_hash=head_hash, conclusion=conclusion[:4000], reviewer_member_id=actor.member_id)
+    return AuditReview(id=review_id, filters=filters.as_dict(), first_seq=summary[0], last_seq=summary[1],
+                       events=summary[2], head_hash=head_hash, conclusion=conclusion[:4000],
+                       reviewer_member_id=actor.member_id)
+
+
+def create_review(session: Session, *, filters: Any, conclusion: str, upto_seq: int | None = None,
+                  review_id: int | None = None) -> AuditReview:
+    """Record a reviewer's sign-off of the events matching `filters` (the caller then signs it)."""
+    if review_id is not None:  # a reserved id: a double submission waits here, then finds the first one's row
+        session.execute(text("SELECT pg_advisory_xact_lock(:t, hashtext(:k))"),
+                        {"t": session.info["tenant"].id, "k": f"audit_review:{review_id}"})
+    review = draft_review(session, filters=filters, conclusion=conclusion, upto_seq=upto_seq, review_id=review_id)
+    if review_id is not None and session.get(AuditReview, review_id) is not None:
+        raise Conflict(f"audit review #{review_id} is already recorded; start a new review")
     session.add(review)
     session.flush()
     record(session, action="create", record_type="audit_review", record_id=review.id, new=review.signed_content())

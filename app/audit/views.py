@@ -23,7 +23,7 @@ from app.audit.queries import (
     review,
 )
 from app.audit.registry import RECORD_TYPES, record_history_url, record_page_url, record_type_label
-from app.audit.services import create_review, verify_chain
+from app.audit.services import create_review, draft_review, verify_chain
 from app.core.errors import NotFound
 from app.core.tenancy import tenant_transaction
 from app.core.web import request_actor, requires, tenant_blueprint
@@ -57,6 +57,7 @@ def index() -> Any:
         choices = filter_choices(session)
     return render_template("audit/index.html", events=events, filters=filters, choices=choices,
                            require_user_id=esign.identification_required(),
+                           sso=esign.sso_signing(record_type="audit_review"),
                            next_before=events[-1].seq if len(events) == 100 else None)
 
 
@@ -143,11 +144,28 @@ def verify() -> Any:
 @bp.post("/audit/reviews")
 @requires("audit.read")
 def sign_review() -> Any:
-    """Sign off a review of the filtered trail (meaning `reviewed`), re-asking for the password."""
+    """Sign off a review of the filtered trail (meaning `reviewed`), re-asking for the password — or, for accounts
+    that sign in through SSO, for a fresh login at the identity provider first."""
     filters = AuditFilters.from_args(request.form)
+    conclusion = request.form.get("conclusion") or ""
     actor = request_actor()
+    if esign.wants_sso_reauth(request.form):
+        # The review does not exist before it is signed: reserve its id and fix the stretch of trail it covers,
+        # so the re-authentication is bound to exactly what will be signed.
+        with tenant_transaction(g.tenant, actor=actor) as session:
+            draft = draft_review(session, filters=filters, conclusion=conclusion)
+        return esign.start_sso_reauth(
+            record_type="audit_review", record_id=draft.id, meaning="reviewed", content=draft.signed_content(),
+            return_to=url_for("audit.index", **filters.as_dict(), _anchor="signature"),
+            keep={"conclusion": conclusion, "reason": request.form.get("reason") or "",
+                  "upto_seq": str(draft.last_seq)})
+    reserved: dict[str, int] = {}
+    if request.form.get("signature_sso_proof"):
+        sso = esign.sso_signing(record_type="audit_review")
+        if sso is not None and sso.proof is not None and sso.record_id and sso.kept("upto_seq"):
+            reserved = {"review_id": int(sso.record_id), "upto_seq": int(sso.kept("upto_seq"))}
     with tenant_transaction(g.tenant, actor=actor) as session:
-        made = create_review(session, filters=filters, conclusion=request.form.get("conclusion") or "")
+        made = create_review(session, filters=filters, conclusion=conclusion, **reserved)
         esign.sign(session, record_type="audit_review", record_id=made.id, content=made.signed_content(),
                    meaning="reviewed", actor=actor, user_id=current_user.id, reason=request.form.get("reason"),
                    **esign.signing_credentials(request.form))

@@ -44,6 +44,7 @@ from app.batches.services import (
     finding,
     lock_batch,
     raise_exception,
+    set_equipment_status,
     sign_as,
     signer_by_email,
 )
@@ -52,7 +53,6 @@ from app.core.tenancy import TenantRef
 from app.core.validation import clean_text, db_now
 from app.esign.errors import SignerNotPermitted
 from app.materials import services as materials
-from app.plant import services as plant
 from app.plant.models import Equipment
 from app.recipes.document import AttachmentCapture, CheckboxCapture, Phase, RecipeDocument, effective_dependencies
 
@@ -159,7 +159,8 @@ def _identities(session: Session, batch: Batch, doc: RecipeDocument) -> dict[str
                 if getattr(c, "identity", None)}
     if not captures:
         return known
-    steps = {s.id: s.phase_key for s in session.scalars(select(StepExecution).where(StepExecution.batch_id == batch.id))}
+    steps = {s.id: s.phase_key
+             for s in session.scalars(select(StepExecution).where(StepExecution.batch_id == batch.id))}
     rows = session.scalars(select(StepEntry).where(StepEntry.batch_id == batch.id, StepEntry.action == "entry")
                            .order_by(StepEntry.id))
     for row in rows:
@@ -232,7 +233,8 @@ def _allowed(phase: Phase) -> timedelta | None:
     return phase.timing.max_duration or phase.timing.expected_duration
 
 
-def start_step(session: Session, *, batch_id: int, step_id: int, override: OverrideRequest | None = None) -> StepExecution:
+def start_step(session: Session, *, batch_id: int, step_id: int,
+               override: OverrideRequest | None = None) -> StepExecution:
     """Start a step: its predecessors must be done (or a supervisor signs an override), its equipment ready."""
     ctx = _load(session, batch_id=batch_id, step_id=step_id)
     step, batch = ctx.step, ctx.batch
@@ -327,8 +329,8 @@ def _occupy(session: Session, ctx: StepContext, equipment_id: int, override: Ove
     record(session, action="create", record_type="equipment_use", record_id=use.id,
            new={"batch": ctx.batch.batch_number, "equipment": equipment.tag, "status_at_use": snapshot})
     if equipment.status == "clean":
-        plant.change_equipment_status(session, equipment_id=equipment.id, to_status="in_use",
-                                      reason=f"batch {ctx.batch.batch_number}, step {ctx.step.phase_name}")
+        set_equipment_status(session, ctx.batch, equipment, "in_use",
+                             f"batch {ctx.batch.batch_number}, step {ctx.step.phase_name}")
     return found
 
 
@@ -427,7 +429,8 @@ def _attachment(session: Session, ctx: StepContext, capture: AttachmentCapture,
         raise ValidationError(f"{capture.label}: the file is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MB")
     content_type = (content_type or "application/octet-stream").split(";")[0].strip().lower()
     if capture.accept and content_type not in capture.accept:
-        raise ValidationError(f"{capture.label}: a {content_type} file was given; accepted: {', '.join(capture.accept)}")
+        raise ValidationError(f"{capture.label}: a {content_type} file was given; "
+                              f"accepted: {', '.join(capture.accept)}")
     if content_type == "application/pdf" and not data.startswith(b"%PDF-"):
         raise ValidationError(f"{capture.label}: the file is not a PDF")
     digest = hashlib.sha256(data).hexdigest()
@@ -647,8 +650,8 @@ def _post_consumption(session: Session, ctx: StepContext, verdict: Verdict, prev
         if returned > 0:
             movements.append(materials.adjust_lot(
                 session, lot_id=int(old["lot_id"]), quantity=returned,
-                reason=f"returned: {'re-weigh' if action == 'reweigh' else 'correction'} in batch {ctx.batch.batch_number} "
-                       f"step {ctx.step.phase_name} (entry {previous.id})"))  # type: ignore[union-attr]
+                reason=f"returned: {'re-weigh' if action == 'reweigh' else 'correction'} in batch "
+                       f"{ctx.batch.batch_number} step {ctx.step.phase_name} (entry {previous.id})"))  # type: ignore[union-attr]
         if same_lot and consumption is not None:
             extra = consumption.quantity - old_qty
             if extra > 0:

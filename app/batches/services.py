@@ -557,14 +557,28 @@ def _release_equipment(session: Session, batch: Batch, equipment_ids: set[int] |
         use.ended_at = now
         equipment = session.get(Equipment, use.equipment_id)
         if equipment is not None and equipment.status == "in_use":
-            plant.change_equipment_status(session, equipment_id=equipment.id, to_status="dirty",
-                                          reason=f"used by batch {batch.batch_number}")
+            set_equipment_status(session, batch, equipment, "dirty", f"used by batch {batch.batch_number}")
         released.append(use.equipment_tag)
         session.flush()
         record(session, action="status_change", record_type="equipment_use", record_id=use.id,
                old={"ended_at": None}, new={"ended_at": now, "equipment": use.equipment_tag},
                reason=f"batch {batch.batch_number} no longer needs it")
     return released
+
+
+def set_equipment_status(session: Session, batch: Batch, equipment: Equipment, to_status: str, reason: str) -> bool:
+    """Move equipment the batch takes or lets go of (in use / dirty) through the plant logbook.
+
+    A site that routes equipment status changes through an e-signature needs a person to sign them: the batch
+    does not sign for anyone, so it leaves the status to a signed logbook entry and says so in its own log.
+    """
+    if plant.signature_required(session, equipment, "equipment.status_change"):
+        add_event(session, batch, "equipment_status_left", reason=reason,
+                  details={"equipment": equipment.tag, "wanted": to_status,
+                           "why": "the site signs equipment status changes: record it in the equipment logbook"})
+        return False
+    plant.change_equipment_status(session, equipment_id=equipment.id, to_status=to_status, reason=reason)
+    return True
 
 
 def abort_batch(session: Session, *, batch_id: int, reason: str) -> Batch:

@@ -217,7 +217,8 @@ def assign(batch_id: int) -> Any:
     """Assign or reassign equipment for one of the recipe's equipment classes."""
     def run() -> Any:
         with _tx() as session:
-            return services.assign_equipment(session, batch_id=batch_id, requirement=request.form.get("requirement", ""),
+            return services.assign_equipment(session, batch_id=batch_id,
+                                             requirement=request.form.get("requirement", ""),
                                              equipment_id=request.form.get("equipment_id"),
                                              reason=request.form.get("reason") or None)
     return _act(run, _to_batch(batch_id), _to_batch(batch_id))

@@ -64,3 +64,15 @@ def page(items: list[Any], model: type[pydantic.BaseModel]) -> dict[str, Any]:
 def one(item: Any, model: type[pydantic.BaseModel]) -> dict[str, Any]:
     """A single-record response."""
     return model.model_validate(item).model_dump(mode="json")
+
+
+def signing_credentials(body: pydantic.BaseModel, user_id: int) -> dict[str, Any] | None:
+    """The credentials of `esign.sign(...)` from a body with `signature_password` / `signature_user_id`."""
+    from app.esign.forms import identification_required
+
+    password = getattr(body, "signature_password", None)
+    if not password:
+        return None
+    return {"user_id": user_id, "password": password,
+            "identification": (getattr(body, "signature_user_id", None) or "").strip() or None,
+            "identification_required": identification_required()}

@@ -43,6 +43,10 @@ def defaults() -> dict[str, Any]:
         "INVITATION_TTL_S": 7 * 24 * 3600,
         "PASSWORD_RESET_TTL_S": 3600,
         "SSO_HTTP_TIMEOUT_S": 10.0,
+        # Re-authentication through SSO (e-signatures of SSO accounts): how old the login at the provider may be
+        # when it is accepted and when a signature uses it, and how far the provider's clock may lag ours.
+        "SSO_REAUTH_MAX_AGE_S": 120,
+        "SSO_REAUTH_CLOCK_SKEW_S": 5.0,
         # Mail: file backend under instance/mail by default; SMTP when MAIL_SMTP_HOST is set (see app.core.mail).
         "MAIL_BACKEND": "file",
         "MAIL_DIR": "",
@@ -67,6 +71,8 @@ def defaults() -> dict[str, Any]:
         "TSA_TIMEOUT_S": 10.0,
         # How often the scheduler anchors every tenant's audit chain head.
         "AUDIT_ANCHOR_INTERVAL_S": 3600.0,
+        # How often the scheduler checks every tenant's batches for results waiting past their max hold time.
+        "BATCH_HOLD_CHECK_INTERVAL_S": 60.0,
         # Sign-up: how long a verification link works (and the slug stays reserved).
         "SIGNUP_VERIFY_MAX_AGE_S": 24 * 3600,
         # Plans and entitlements as data; empty -> tenants/plans.json in the repository.

@@ -355,6 +355,7 @@ def whoami(session: Session) -> dict[str, str]:
 #: Paths, not imports: core imports no area.
 PERIODIC_JOBS: list[tuple[str, str]] = [
     ("app.audit.jobs:anchor_audit_chain", "AUDIT_ANCHOR_INTERVAL_S"),
+    ("app.batches.jobs:check_hold_times", "BATCH_HOLD_CHECK_INTERVAL_S"),
 ]
 
 

@@ -13,10 +13,14 @@ The API other areas call, always inside their own tenant transaction (services f
                      meaning="approved", actor=request_actor(), user_id=current_user.id, reason="...",
                      **esign.signing_credentials(request.form))
         # re-verifies the password (and the user ID after a fresh sign-in or idle period) every time; a wrong
-        # password counts toward the lockout and raises SignatureRefused (403). When the record type has a route,
-        # the route is enforced: order (RouteViolation, 409), role and separation of duties
-        # (SignerNotPermitted, 403). Stores the signature (printed name, roles and meaning frozen; DB time)
-        # and one `sign` audit event; advances the route run.
+        # password counts toward the lockout and raises SignatureRefused (403). Accounts that sign in through SSO
+        # (linked identity and no password, or the tenant's "SSO required" policy) present instead a single-use
+        # proof of a fresh login at the provider (`prompt=login`, `max_age=0`), bound to this record, meaning and
+        # content hash; a wrong, reused, expired or stale proof counts toward the lockout as well (forms.py
+        # shows the view side). When the record type has a route, the route is enforced: order (RouteViolation,
+        # 409), role and separation of duties (SignerNotPermitted, 403). Stores the signature (printed name,
+        # roles and meaning frozen; DB time) and one `sign` audit event (which records how the signer
+        # re-authenticated); advances the route run.
     esign.reject(session, ..., reason="...")           # signed rejection: the route run ends, record goes back
     state = esign.require_route(session, record_type=..., record_id=...)   # start / resume; raises if no route
     state = esign.route_state(session, record_type=..., record_id=...)     # None if never on a route
@@ -34,7 +38,15 @@ Templates: `{% from "esign/_sign_form.html" import signature_fields %}` inside a
 """
 
 from app.esign.errors import RouteViolation, SignatureRefused, SignerNotPermitted
-from app.esign.forms import identification_required, note_signature_made, signing_credentials
+from app.esign.forms import (
+    SsoSigning,
+    identification_required,
+    note_signature_made,
+    signing_credentials,
+    sso_signing,
+    start_sso_reauth,
+    wants_sso_reauth,
+)
 from app.esign.manifest import manifestation_text
 from app.esign.services import (
     RouteState,
@@ -58,6 +70,7 @@ __all__ = [
     "SignatureCheck",
     "SignatureRefused",
     "SignerNotPermitted",
+    "SsoSigning",
     "check_signatures",
     "configure_route",
     "content_hash",
@@ -70,5 +83,8 @@ __all__ = [
     "sign",
     "signatures_of",
     "signing_credentials",
+    "sso_signing",
+    "start_sso_reauth",
     "verify_signature",
+    "wants_sso_reauth",
 ]

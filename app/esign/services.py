@@ -6,14 +6,17 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app.accounts.models import Membership, User
+from app.accounts.reauth import ReauthRefused, SsoProof, sso_reauth_for
+from app.accounts.reauth import consume as consume_reauth
 from app.accounts.security import verify_user_password
 from app.audit.models import AuditEvent
 from app.audit.services import plain_json, record
@@ -373,38 +376,90 @@ def _advance(session: Session, run: SignatureRouteRun, route: SignatureRoute, si
            reason=why)
 
 
-def sign(session: Session, *, record_type: str, record_id: Any, content: dict[str, Any], meaning: str,
-         password: str, actor: Actor, user_id: int, reason: str | None = None, identification: str | None = None,
-         identification_required: bool = False) -> Signature:
-    """Sign a record: re-verify the signer, enforce its route, and store the signature and its audit event."""
-    tenant: TenantRef = session.info["tenant"]
-    record_id = str(record_id)
-    reason = (reason or "").strip() or None
-    meaning_row = _meaning(session, (meaning or "").strip())
-    if meaning_row.code == REJECTED and not reason:
-        raise ValidationError("a reason is required to reject: say what must change before it is resubmitted")
+def _purpose_check(*, record_type: str, record_id: str, meaning: str,
+                   digest: str) -> Callable[[Mapping[str, str]], str | None]:
+    """Why an SSO proof's binding is not this signature (None when it is): record, meaning, content hash."""
+
+    def check(bound: Mapping[str, str]) -> str | None:
+        if (bound.get("record_type"), bound.get("record_id")) != (record_type, record_id):
+            return (f"this re-authentication was made to sign another record ({bound.get('record_type')} "
+                    f"{bound.get('record_id')}), not {record_type} {record_id}")
+        if bound.get("meaning") != meaning:
+            return f"this re-authentication was made to sign as {bound.get('meaning')!r}, not as {meaning!r}"
+        if not hmac.compare_digest(str(bound.get("content_hash") or ""), digest):
+            return (f"this {record_type} changed after you re-authenticated (its content no longer matches); "
+                    "re-authenticate to sign it as it is now")
+        return None
+
+    return check
+
+
+def _reauthenticate(tenant: TenantRef, signer: Signer, *, record_type: str, record_id: str, meaning: str,
+                    digest: str, password: str, identification: str | None, identification_required: bool,
+                    sso_proof: SsoProof | None) -> dict[str, Any]:
+    """Re-verify the signer (§11.200(a)) by password (and user ID when asked) or by a single-use proof of a fresh
+    login at the identity provider; return how, for the audit event. Failures count toward the lockout."""
+    if sso_proof is not None and sso_proof.token.strip():
+        try:
+            verified = consume_reauth(proof=sso_proof, tenant_id=tenant.id, user_id=signer.user_id,
+                                      check_purpose=_purpose_check(record_type=record_type, record_id=record_id,
+                                                                   meaning=meaning, digest=digest))
+        except ReauthRefused as exc:
+            raise SignatureRefused(str(exc)) from exc
+        return {"method": "sso", "issuer": verified.issuer, "subject": verified.subject,
+                "auth_time": datetime.fromtimestamp(verified.auth_time, UTC).isoformat()}
+    via_sso = sso_reauth_for(tenant_id=tenant.id, user_id=signer.user_id)
+    if via_sso is not None:
+        if password:
+            raise SignatureRefused(f"your signatures are re-authenticated with {via_sso.provider} (single sign-on), "
+                                   "not with a password; use the re-authenticate button")
+        raise ValidationError(f"re-authenticate with {via_sso.provider} to sign: every signature asks you to log "
+                              "in there again")
     if identification_required and not (identification or "").strip():
         raise ValidationError("enter your user ID (email) as well as your password to sign")
     if not password:
         raise ValidationError("enter your password to sign: every signature re-asks for it")
-    signer = _load_signer(tenant, user_id=user_id, member_id=actor.member_id)
     if identification is not None and identification.strip() and \
             identification.strip().lower() != signer.email.lower():
         raise SignatureRefused("the user ID does not match the signed-in user; sign in as yourself to sign")
     if not verify_user_password(user_id=signer.user_id, password=password, tenant_id=tenant.id):
         raise SignatureRefused("the password is not correct, or the account is locked; the failed attempt counts "
                                "toward the lockout")
+    return {"method": "password"}
+
+
+def sign(session: Session, *, record_type: str, record_id: Any, content: dict[str, Any], meaning: str,
+         actor: Actor, user_id: int, password: str = "", reason: str | None = None,
+         identification: str | None = None, identification_required: bool = False,
+         sso_proof: SsoProof | None = None) -> Signature:
+    """Sign a record: re-verify the signer, enforce its route, and store the signature and its audit event.
+
+    The signer proves themselves with `password` (and `identification` when required) or, for accounts that sign
+    in through SSO, with `sso_proof`: a single-use proof of a fresh login at the provider bound to this record,
+    meaning and content.
+    """
+    tenant: TenantRef = session.info["tenant"]
+    record_id = str(record_id)
+    reason = (reason or "").strip() or None
+    meaning_row = _meaning(session, (meaning or "").strip())
+    if meaning_row.code == REJECTED and not reason:
+        raise ValidationError("a reason is required to reject: say what must change before it is resubmitted")
+    digest = content_hash(record_type, record_id, content)
+    signer = _load_signer(tenant, user_id=user_id, member_id=actor.member_id)
+    how = _reauthenticate(tenant, signer, record_type=record_type, record_id=record_id, meaning=meaning_row.code,
+                          digest=digest, password=password, identification=identification,
+                          identification_required=identification_required, sso_proof=sso_proof)
     _lock_record(session, record_type, record_id)
     run, route = _check_route(session, signer, record_type=record_type, record_id=record_id,
                               meaning=meaning_row.code)
-    digest = content_hash(record_type, record_id, content)
     # The signature's id is taken first so the audit event (which the signature row then points to) names it.
     signature_id = session.execute(text("SELECT nextval(pg_get_serial_sequence('signatures', 'id'))")).scalar_one()
     step_index = run.step_index if run is not None else None
     event = record(session, action="sign", record_type=record_type, record_id=record_id, reason=reason, actor=actor,
                    new={"signature_id": signature_id, "meaning": meaning_row.code, "meaning_label": meaning_row.label,
                         "printed_name": signer.name, "signer_email": signer.email, "roles": list(signer.roles),
-                        "content_hash": digest, "route_run_id": run.id if run else None, "step_index": step_index})
+                        "content_hash": digest, "route_run_id": run.id if run else None, "step_index": step_index,
+                        "reauthentication": how})
     signature = Signature(id=signature_id, signer_member_id=signer.member_id, signer_user_id=signer.user_id,
                           printed_name=signer.name, signer_email=signer.email, signer_roles=list(signer.roles),
                           meaning=meaning_row.code, meaning_label=meaning_row.label, record_type=record_type,
@@ -418,13 +473,13 @@ def sign(session: Session, *, record_type: str, record_id: Any, content: dict[st
     return signature
 
 
-def reject(session: Session, *, record_type: str, record_id: Any, content: dict[str, Any], password: str,
-           actor: Actor, user_id: int, reason: str, identification: str | None = None,
-           identification_required: bool = False) -> Signature:
+def reject(session: Session, *, record_type: str, record_id: Any, content: dict[str, Any], actor: Actor,
+           user_id: int, reason: str, password: str = "", identification: str | None = None,
+           identification_required: bool = False, sso_proof: SsoProof | None = None) -> Signature:
     """Send a record back along its route with a signed rejection and a reason."""
     return sign(session, record_type=record_type, record_id=record_id, content=content, meaning=REJECTED,
                 password=password, actor=actor, user_id=user_id, reason=reason, identification=identification,
-                identification_required=identification_required)
+                identification_required=identification_required, sso_proof=sso_proof)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, request
+from flask_login import current_user
 
-from app.core.api import one, page, parse_body, register_api_errors
+from app import esign
+from app.core.api import one, page, parse_body, register_api_errors, signing_credentials
 from app.core.errors import NotFound, ValidationError
 from app.core.tenancy import tenant_transaction
 from app.core.validation import clean_decimal, db_now
@@ -146,8 +148,10 @@ def change_status(lot_id: int) -> Any:
     """QA disposition: release, reject or put back into quarantine, with the reason."""
     body = parse_body(LotStatusIn)
     with tenant_transaction(g.tenant, actor=request_actor()) as session:
-        change = services.change_lot_status(session, lot_id=lot_id, to_status=body.status, reason=body.reason)
-        return one(change, LotStatusOut), 201
+        change = services.change_lot_status(session, lot_id=lot_id, to_status=body.status, reason=body.reason,
+                                            credentials=signing_credentials(body, current_user.id))
+    esign.note_signature_made()
+    return one(change, LotStatusOut), 201
 
 
 @bp.get(f"{PREFIX}/lots/<int:lot_id>/usable")

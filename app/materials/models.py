@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import DDL, CheckConstraint, ForeignKey, Identity, Index, Numeric, String, Text, event, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.audit.registry import gmp_table_info, protect_gmp_table, register_record_type
 from app.core.db import CreatedAt, TenantBase
 
 MATERIAL_TYPES = {
@@ -45,6 +47,7 @@ class Material(CreatedAt, TenantBase):
     __table_args__ = (
         CheckConstraint(f"material_type IN ({_in(MATERIAL_TYPES)})", name="material_type"),
         CheckConstraint("shelf_life_days IS NULL OR shelf_life_days > 0", name="shelf_life_positive"),
+        {"info": gmp_table_info("material")},
     )
 
     #: Never reused.
@@ -76,6 +79,7 @@ class Lot(CreatedAt, TenantBase):
         CheckConstraint("balance >= 0", name="balance_not_negative"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         Index("ix_lots_material_id", "material_id"),
+        {"info": gmp_table_info("lot")},
     )
 
     #: Never reused.
@@ -128,7 +132,7 @@ class LotMovement(TenantBase):
         Index("ix_lot_movements_batch_inputs", "batch_number", "lot_id", postgresql_where=text("kind = 'consume'")),
         Index("ix_lot_movements_produced_by", "lot_id", "batch_number", postgresql_where=text("kind = 'produce'")),
         Index("ix_lot_movements_batch_outputs", "batch_number", "lot_id", postgresql_where=text("kind = 'produce'")),
-        {"info": {"privileges": "append_only"}},
+        {"info": gmp_table_info("lot_movement", privileges="append_only")},
     )
 
     #: Never reused; orders the ledger.
@@ -159,7 +163,7 @@ class LotStatusChange(TenantBase):
     __tablename__ = "lot_status_changes"
     __table_args__ = (
         Index("ix_lot_status_changes_lot_id_id", "lot_id", "id"),
-        {"info": {"privileges": "append_only"}},
+        {"info": gmp_table_info("lot_status_change", privileges="append_only")},
     )
 
     #: Never reused.
@@ -216,3 +220,33 @@ event.listen(Lot.__table__, "after_create", DDL(LOT_GUARD_SQL.replace("%", "%%")
 event.listen(Lot.__table__, "after_create", DDL(LOT_GUARD_TRIGGER))
 event.listen(Material.__table__, "after_create", DDL(MATERIAL_FIXED_SQL.replace("%", "%%")))
 event.listen(Material.__table__, "after_create", DDL(MATERIAL_FIXED_TRIGGER))
+for _table in (Material.__table__, Lot.__table__, LotMovement.__table__, LotStatusChange.__table__):
+    protect_gmp_table(_table)
+
+
+def lot_status_change_content(*, lot: Lot, material_code: str, from_status: str, to_status: str,
+                              reason: str) -> dict[str, Any]:
+    """What QA's signature on a disposition attests to: which lot (identity) went from what to what, and why."""
+    return {"lot_number": lot.lot_number, "material": material_code, "supplier": lot.supplier,
+            "supplier_lot": lot.supplier_lot, "received_on": lot.received_on.isoformat(),
+            "quantity": f"{lot.quantity.normalize():f}", "unit": lot.unit,
+            "expiry_date": lot.expiry_date.isoformat() if lot.expiry_date else None,
+            "from_status": from_status, "to_status": to_status, "reason": reason}
+
+
+def _lot_status_change_content(session: Any, record_id: str) -> dict[str, Any] | None:
+    change = session.get(LotStatusChange, int(record_id)) if str(record_id).isdigit() else None
+    if change is None:
+        return None
+    lot = session.get(Lot, change.lot_id)
+    return lot_status_change_content(lot=lot, material_code=session.get(Material, lot.material_id).code,
+                                     from_status=change.from_status, to_status=change.to_status,
+                                     reason=change.reason)
+
+
+register_record_type("material", label="Material", table="materials", endpoint="materials.material",
+                     id_arg="material_id")
+register_record_type("lot", label="Lot", table="lots", endpoint="materials.lot", id_arg="lot_id")
+register_record_type("lot_movement", label="Lot movement", table="lot_movements")
+register_record_type("lot_status_change", label="Lot disposition", table="lot_status_changes",
+                     content=_lot_status_change_content)

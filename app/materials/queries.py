@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select, text
@@ -16,9 +15,10 @@ MAX_TRACE_DEPTH = 50
 
 # One recursive CTE per direction over the two genealogy edges held by the movements:
 #   lot --consume--> batch --produce--> lot.
-# The partial indexes ix_lot_movements_{consumed_by,batch_outputs,produced_by,batch_inputs} serve each join.
-TRACE_FORWARD_SQL = text("""
-WITH RECURSIVE edges(parent_id, batch_number, child_id, depth) AS (
+# The partial indexes ix_lot_movements_{consumed_by,batch_outputs,produced_by,batch_inputs} serve each join
+# (index-only scans). Each edge row carries the facts of the lot it reaches, so one statement per direction
+# returns the whole trace; plain rows, because building JSON per lot in the database cost more than it saved.
+_FORWARD_EDGES = """
     SELECT c.lot_id, c.batch_number, p.lot_id, 1
     FROM lot_movements c
     JOIN lot_movements p ON p.batch_number = c.batch_number AND p.kind = 'produce'
@@ -29,13 +29,8 @@ WITH RECURSIVE edges(parent_id, batch_number, child_id, depth) AS (
     JOIN lot_movements c ON c.lot_id = e.child_id AND c.kind = 'consume'
     JOIN lot_movements p ON p.batch_number = c.batch_number AND p.kind = 'produce'
     WHERE e.depth < :max_depth
-)
-SELECT parent_id, batch_number, child_id, min(depth) AS depth
-FROM edges GROUP BY parent_id, batch_number, child_id
-""")
-
-TRACE_BACKWARD_SQL = text("""
-WITH RECURSIVE edges(parent_id, batch_number, child_id, depth) AS (
+"""
+_BACKWARD_EDGES = """
     SELECT c.lot_id, p.batch_number, p.lot_id, 1
     FROM lot_movements p
     JOIN lot_movements c ON c.batch_number = p.batch_number AND c.kind = 'consume'
@@ -46,10 +41,30 @@ WITH RECURSIVE edges(parent_id, batch_number, child_id, depth) AS (
     JOIN lot_movements p ON p.lot_id = e.parent_id AND p.kind = 'produce'
     JOIN lot_movements c ON c.batch_number = p.batch_number AND c.kind = 'consume'
     WHERE e.depth < :max_depth
-)
-SELECT parent_id, batch_number, child_id, min(depth) AS depth
-FROM edges GROUP BY parent_id, batch_number, child_id
-""")
+"""
+_LOT_COLUMNS = """l.id, l.lot_number, l.status,
+    coalesce(l.expiry_date < (now() AT TIME ZONE 'UTC')::date, false) AS expired, l.expiry_date,
+    trim_scale(l.balance)::text AS balance, l.unit, l.supplier, l.supplier_lot, l.produced_by_batch,
+    m.code AS material_code, m.name AS material_name, m.material_type"""
+LOT_FIELDS = ("id", "lot_number", "status", "expired", "expiry_date", "balance", "unit", "supplier", "supplier_lot",
+              "produced_by_batch", "material_code", "material_name", "material_type")
+
+
+def _trace_sql(edges: str, reached: str) -> Any:
+    return text(f"""
+WITH RECURSIVE edges(parent_id, batch_number, child_id, depth) AS ({edges}),
+e AS (SELECT parent_id, batch_number, child_id, min(depth) AS depth FROM edges
+      GROUP BY parent_id, batch_number, child_id)
+SELECT e.parent_id, e.batch_number, e.child_id, e.depth, {_LOT_COLUMNS}
+FROM e JOIN lots l ON l.id = e.{reached} JOIN materials m ON m.id = l.material_id
+ORDER BY e.depth, e.parent_id, e.batch_number, e.child_id
+""")  # noqa: S608 (the fragments are constants of this module; values are bound parameters)
+
+
+TRACE_FORWARD_SQL = _trace_sql(_FORWARD_EDGES, "child_id")
+TRACE_BACKWARD_SQL = _trace_sql(_BACKWARD_EDGES, "parent_id")
+ROOT_SQL = text(f"SELECT {_LOT_COLUMNS} FROM lots l JOIN materials m ON m.id = l.material_id "  # noqa: S608
+                "WHERE l.id = :lot_id")
 
 
 def materials_query(*, material_type: str | None = None, search: str | None = None) -> Select[tuple[Material]]:
@@ -138,53 +153,49 @@ class Trace:
         }
 
 
-def _edges(session: Session, sql: Any, lot_id: int, max_depth: int) -> list[dict[str, Any]]:
-    rows = session.execute(sql, {"lot_id": lot_id, "max_depth": max_depth}).all()
-    return [{"from": r.parent_id, "batch_number": r.batch_number, "to": r.child_id, "depth": r.depth}
-            for r in sorted(rows, key=lambda r: (r.depth, r.parent_id, r.batch_number, r.child_id))]
+def _lot(row: Any, offset: int, depth: int) -> dict[str, Any]:
+    lot = dict(zip(LOT_FIELDS, row[offset:], strict=True))
+    if lot["expiry_date"] is not None:
+        lot["expiry_date"] = lot["expiry_date"].isoformat()
+    lot["depth"] = depth
+    return lot
 
 
-def _nodes(session: Session, ids: set[int], today: date) -> dict[int, dict[str, Any]]:
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(Lot.id, Lot.lot_number, Lot.status, Lot.expiry_date, Lot.balance, Lot.unit, Lot.supplier,
-               Lot.supplier_lot, Lot.produced_by_batch, Material.code, Material.name, Material.material_type)
-        .join(Material, Material.id == Lot.material_id).where(Lot.id.in_(ids))
-    ).all()
-    return {r.id: {"id": r.id, "lot_number": r.lot_number, "status": r.status,
-                   "expired": r.expiry_date is not None and today > r.expiry_date,
-                   "expiry_date": r.expiry_date.isoformat() if r.expiry_date else None,
-                   "balance": f"{r.balance.normalize():f}", "unit": r.unit, "supplier": r.supplier,
-                   "supplier_lot": r.supplier_lot, "produced_by_batch": r.produced_by_batch,
-                   "material_code": r.code, "material_name": r.name, "material_type": r.material_type}
-            for r in rows}
+def _walk(session: Session, sql: Any, lot_id: int, max_depth: int, *,
+          reached: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Edges in order, and each reached lot once at its shortest depth."""
+    edges, lots = [], {}
+    for row in session.execute(sql, {"lot_id": lot_id, "max_depth": max_depth}):
+        edges.append({"from": row[0], "batch_number": row[1], "to": row[2], "depth": row[3]})
+        if row[reached] not in lots:  # rows come by depth: the first is the shortest
+            lots[row[reached]] = _lot(row, 4, row[3])
+    return edges, sorted(lots.values(), key=lambda n: (n["depth"], n["lot_number"]))
 
 
 def trace_lot(session: Session, lot_id: int, *, max_depth: int = MAX_TRACE_DEPTH) -> Trace | None:
     """Trace a lot forward (where it went, down to finished lots) and backward (what went in, up to suppliers)."""
-    today = session.execute(text("SELECT (now() AT TIME ZONE 'UTC')::date")).scalar_one()
-    forward_edges = _edges(session, TRACE_FORWARD_SQL, lot_id, max_depth)
-    backward_edges = _edges(session, TRACE_BACKWARD_SQL, lot_id, max_depth)
-    depth_down: dict[int, int] = {}
-    for e in forward_edges:
-        depth_down[e["to"]] = min(depth_down.get(e["to"], e["depth"]), e["depth"])
-    depth_up: dict[int, int] = {}
-    for e in backward_edges:
-        depth_up[e["from"]] = min(depth_up.get(e["from"], e["depth"]), e["depth"])
-    nodes = _nodes(session, {lot_id, *depth_down, *depth_up}, today)
-    if lot_id not in nodes:
+    root_row = session.execute(ROOT_SQL, {"lot_id": lot_id}).first()
+    if root_row is None:
         return None
-    forward = sorted(({**nodes[i], "depth": d} for i, d in depth_down.items()),
-                     key=lambda n: (n["depth"], n["lot_number"]))
-    backward = sorted(({**nodes[i], "depth": d} for i, d in depth_up.items()),
-                      key=lambda n: (n["depth"], n["lot_number"]))
-    root = {**nodes[lot_id], "depth": 0}
-    finished = [n for n in ([root] if root["material_type"] == "product" else []) + forward
-                if n["material_type"] == "product"]
-    sources = [n for n in backward if n["material_type"] in ("raw", "consumable")]
-    if root["material_type"] in ("raw", "consumable"):
-        sources.insert(0, root)
+    root = _lot(root_row, 0, 0)
+    forward_edges, forward = _walk(session, TRACE_FORWARD_SQL, lot_id, max_depth, reached=2)
+    backward_edges, backward = _walk(session, TRACE_BACKWARD_SQL, lot_id, max_depth, reached=0)
+    finished = [n for n in [root, *forward] if n["material_type"] == "product"]
+    sources = [n for n in [root, *backward] if n["material_type"] in ("raw", "consumable")]
     suppliers = sorted({n["supplier"] for n in sources if n["supplier"]})
     return Trace(root=root, forward=forward, backward=backward, forward_edges=forward_edges,
                  backward_edges=backward_edges, finished_lots=finished, sources=sources, suppliers=suppliers)
+
+
+def disposition_signatures(session: Session, changes: list[LotStatusChange]) -> dict[int, str]:
+    """Manifestation line of each disposition's signature, verified against the disposition as stored."""
+    from app import esign
+    from app.materials.models import _lot_status_change_content
+
+    lines = {}
+    for change in changes:
+        signatures = esign.signatures_of(session, record_type="lot_status_change", record_id=change.id)
+        content = _lot_status_change_content(session, str(change.id))
+        lines[change.id] = "; ".join(esign.manifestation_text(c.signature, valid=c.valid)
+                                     for c in esign.check_signatures(session, signatures, content))
+    return lines

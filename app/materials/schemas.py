@@ -77,8 +77,12 @@ class LotOut(OutModel):
 
 
 class LotStatusIn(ApiModel):
+    """A QA disposition, signed: the password (and the user ID after a fresh sign-in or an idle period)."""
+
     status: Literal["released", "rejected", "quarantine"]
     reason: str = Field(min_length=1, max_length=2000)
+    signature_password: str = Field(min_length=1, repr=False)
+    signature_user_id: str | None = None
 
 
 class LotStatusOut(OutModel):

@@ -11,9 +11,10 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from app import esign
 from app.audit.services import current_actor, record
 from app.core.errors import Conflict, NotFound, ValidationError
 from app.core.validation import (
@@ -33,6 +34,7 @@ from app.materials.models import (
     LotMovement,
     LotStatusChange,
     Material,
+    lot_status_change_content,
 )
 from app.materials.usability import lot_usable
 
@@ -192,22 +194,36 @@ def adjust_lot(session: Session, *, lot_id: int, quantity: Any, reason: str) -> 
     return _move(session, lot, kind="adjust", quantity=qty, batch_number=None, reason=reason)
 
 
+#: The signature meaning of each QA disposition.
+DISPOSITION_MEANINGS = {"released": "released", "rejected": "rejected", "quarantine": "reviewed"}
+
+
 def change_lot_status(session: Session, *, lot_id: int, to_status: str, reason: str,
-                      signature_id: int | None = None) -> LotStatusChange:
-    """QA disposition of a lot (release, reject, put back on hold), with the reason and the signature."""
+                      credentials: dict[str, Any] | None) -> LotStatusChange:
+    """QA disposition of a lot (release, reject, put back on hold): signed by QA, with the reason."""
     to_status = clean_choice(to_status, "lot status", LOT_STATUSES)
     reason = clean_text(reason, "reason", max_len=2000)
+    if not credentials or not credentials.get("password"):
+        raise ValidationError("a lot disposition is signed by QA: enter your password to sign")
     lot = locked_lot(session, lot_id)
     if to_status not in LOT_TRANSITIONS[lot.status]:
         allowed = ", ".join(sorted(LOT_TRANSITIONS[lot.status])) or "nothing (rejection is final)"
         raise Conflict(f"lot {lot.lot_number} is {lot.status}; it can go to {allowed}")
-    member_id, label = _actor(session)
     old = lot.status
+    # The change's id is taken first so the signature binds to this very disposition.
+    change_id = session.execute(
+        text("SELECT nextval(pg_get_serial_sequence('lot_status_changes', 'id'))")).scalar_one()
+    content = lot_status_change_content(lot=lot, material_code=lot.material.code, from_status=old,
+                                        to_status=to_status, reason=reason)
+    signature = esign.sign(session, record_type="lot_status_change", record_id=change_id, content=content,
+                           meaning=DISPOSITION_MEANINGS[to_status], actor=current_actor(session), reason=reason,
+                           **credentials)
+    member_id, label = _actor(session)
     lot.status, lot.status_changed_at = to_status, db_now(session)
-    change = LotStatusChange(lot_id=lot.id, from_status=old, to_status=to_status, reason=reason,
-                             member_id=member_id, actor_label=label, signature_id=signature_id)
+    change = LotStatusChange(id=change_id, lot_id=lot.id, from_status=old, to_status=to_status, reason=reason,
+                             member_id=member_id, actor_label=label, signature_id=signature.id)
     session.add(change)
     session.flush()
     record(session, action="status_change", record_type="lot", record_id=lot.id, old={"status": old},
-           new={"status": to_status, "status_change": change.id, "signature_id": signature_id}, reason=reason)
+           new={"status": to_status, "status_change": change.id, "signature_id": signature.id}, reason=reason)
     return change

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
 
+from app import esign
 from app.core.errors import BatchlineError, ValidationError
 from app.core.tenancy import tenant_transaction
 from app.core.validation import db_now
@@ -129,20 +131,24 @@ def lot(lot_id: int) -> Any:
         if found is None:
             abort(404)
         today = db_now(session).date()
+        history = queries.lot_status_history(session, lot_id)
         return render_template(
             "materials/lot.html", lot=found, material=found.material, expired=lot_expired(found, today),
-            movements=queries.lot_movements(session, lot_id), history=queries.lot_status_history(session, lot_id),
-            statuses=LOT_STATUSES, kinds=MOVEMENT_KINDS,
+            movements=queries.lot_movements(session, lot_id), history=history,
+            signatures=queries.disposition_signatures(session, history),
+            require_user_id=esign.identification_required(), statuses=LOT_STATUSES, kinds=MOVEMENT_KINDS,
             next_statuses=[(s, LOT_STATUSES[s]) for s in sorted(LOT_TRANSITIONS[found.status])])
 
 
-def _lot_action(lot_id: int, action: Any, done: str) -> Any:
+def _lot_action(lot_id: int, action: Any, done: str, *, signed: bool = False) -> Any:
     try:
         with tenant_transaction(g.tenant, actor=request_actor()) as session:
             action(session)
     except BatchlineError as exc:
         flash(str(exc), "error")
         return redirect(url_for("materials.lot", lot_id=lot_id)), 303
+    if signed:
+        esign.note_signature_made()
     flash(done, "ok")
     return redirect(url_for("materials.lot", lot_id=lot_id)), 303
 
@@ -152,9 +158,10 @@ def _lot_action(lot_id: int, action: Any, done: str) -> Any:
 def lot_status(lot_id: int) -> Any:
     """QA disposition of the lot."""
     values = form()
+    credentials = {"user_id": current_user.id, **esign.signing_credentials(request.form)}
     return _lot_action(lot_id, lambda s: services.change_lot_status(
-        s, lot_id=lot_id, to_status=values.get("status", ""), reason=values.get("reason", "")),
-        f"Lot status changed to {values.get('status', '')}.")
+        s, lot_id=lot_id, to_status=values.get("status", ""), reason=values.get("reason", ""),
+        credentials=credentials), f"Lot status changed to {values.get('status', '')} (signed).", signed=True)
 
 
 @bp.post("/materials/lots/<int:lot_id>/consume")

@@ -9,6 +9,7 @@ from sqlalchemy import CheckConstraint, Identity, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.audit.registry import NOT_GMP
 from app.core.db import CreatedAt, TenantBase
 
 
@@ -16,6 +17,7 @@ class OnboardingStep(TenantBase):
     """A step of the guided flow the tenant chose to skip (done-ness itself is derived from the data)."""
 
     __tablename__ = "onboarding_steps"
+    __table_args__ = {"info": NOT_GMP}
 
     #: Step key: site, line, equipment, sensors, materials, users.
     step: Mapped[str] = mapped_column(String(20), primary_key=True)
@@ -34,6 +36,7 @@ class DataImport(CreatedAt, TenantBase):
     __table_args__ = (
         CheckConstraint("kind IN ('equipment', 'sensors', 'materials', 'lots')", name="kind"),
         CheckConstraint("state IN ('previewed', 'imported')", name="state"),
+        {"info": NOT_GMP},
     )
 
     #: Never reused.

@@ -1,23 +1,19 @@
-"""The guided onboarding flow: which steps are done (derived from the data), skipped, or left; invitations."""
+"""The guided onboarding flow: which steps are done (derived from the data), skipped, or left."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.accounts.models import Membership, User
-from app.accounts.passwords import hash_password
-from app.audit.services import current_actor, record
-from app.core.errors import Conflict, NotFound, ValidationError
-from app.core.permissions import BUILTIN_ROLES
+from app.accounts.models import Invitation, Membership
+from app.audit.services import current_actor
+from app.core.errors import NotFound
 from app.core.tenancy import TenantRef, control_session
 from app.materials.models import Material
 from app.onboarding.models import OnboardingStep
 from app.plant.models import Equipment, Line, Sensor, Site
-from app.tenancy.services import validate_email
 
 #: The steps in order: key, title, what it asks, the permission it needs.
 STEPS: list[tuple[str, str, str, str]] = [
@@ -54,11 +50,23 @@ class StepState:
         return "done" if self.done else ("skipped" if self.skipped else "todo")
 
 
-def member_count(tenant: TenantRef) -> int:
-    """Active members of the tenant (control plane)."""
+def invited_count(tenant: TenantRef) -> int:
+    """People invited beyond the founder: other active members plus invitations still open (control plane)."""
     with control_session() as session:
-        return session.scalar(select(func.count()).select_from(Membership).where(
+        members = session.scalar(select(func.count()).select_from(Membership).where(
             Membership.tenant_id == tenant.id, Membership.active.is_(True))) or 0
+        invitations = session.scalar(select(func.count()).select_from(Invitation).where(
+            Invitation.tenant_id == tenant.id, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None),
+            Invitation.expires_at > func.now())) or 0
+    return max(members - 1, 0) + invitations
+
+
+def open_invitations(tenant: TenantRef) -> list[tuple[str, list[str]]]:
+    """(email, roles) of the tenant's open invitations."""
+    with control_session() as session:
+        return [(i.email, list(i.roles)) for i in session.scalars(select(Invitation).where(
+            Invitation.tenant_id == tenant.id, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None),
+            Invitation.expires_at > func.now()).order_by(Invitation.id))]
 
 
 def checklist(session: Session, tenant: TenantRef) -> list[StepState]:
@@ -67,7 +75,7 @@ def checklist(session: Session, tenant: TenantRef) -> list[StepState]:
     states = []
     for key, title, blurb, permission in STEPS:
         if key == "users":
-            count = member_count(tenant) - 1  # the founder who signed up is not an invitation
+            count = invited_count(tenant)
         else:
             count = session.scalar(select(func.count()).select_from(_COUNTED[key])) or 0
         states.append(StepState(key, title, blurb, permission, count, key in skipped))
@@ -91,36 +99,3 @@ def set_skipped(session: Session, *, step: str, skipped: bool) -> None:
     else:
         row.skipped, row.member_id, row.updated_at = skipped, member_id, func.now()
     session.flush()
-
-
-@dataclass(frozen=True)
-class Invitation:
-    """An invited member and, for a new account, the one-time password to hand over."""
-
-    email: str
-    role: str
-    temporary_password: str | None
-
-
-def invite_member(session: Session, *, tenant: TenantRef, email: str, name: str, role: str) -> Invitation:
-    """Give a person a membership with one built-in role; a new account gets a one-time password."""
-    email = validate_email(email)
-    if role not in BUILTIN_ROLES:
-        raise ValidationError(f"role {role!r} is not one of: {', '.join(BUILTIN_ROLES)}")
-    name = (name or "").strip()[:200] or email.split("@")[0]
-    # The tenant event goes first, in the caller's transaction: if the control-plane write fails, it rolls back.
-    record(session, action="create", record_type="membership", record_id=email,
-           new={"email": email, "name": name, "roles": [role]})
-    password = None
-    with control_session() as control:
-        user = control.scalar(select(User).where(User.email == email))
-        if user is None:
-            password = secrets.token_urlsafe(12)
-            user = User(email=email, name=name, password_hash=hash_password(password))
-            control.add(user)
-            control.flush()
-        elif control.scalar(select(Membership.id).where(Membership.user_id == user.id,
-                                                        Membership.tenant_id == tenant.id)) is not None:
-            raise Conflict(f"{email} is already a member of this tenant")
-        control.add(Membership(user_id=user.id, tenant_id=tenant.id, roles=[role]))
-    return Invitation(email=email, role=role, temporary_password=password)

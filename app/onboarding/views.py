@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, abort, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
 
+from app.accounts.services import invite_member
 from app.core.errors import BatchlineError, NotFound
 from app.core.permissions import BUILTIN_ROLES
 from app.core.tenancy import tenant_transaction
@@ -27,7 +29,7 @@ from app.plant.views import (
     site_form_values,
 )
 
-bp = tenant_blueprint("onboarding", __name__, template_folder="templates")
+bp = tenant_blueprint("onboarding_flow", __name__, template_folder="templates")
 STEP_TITLES = {key: title for key, title, _, _ in services.STEPS}
 
 
@@ -49,7 +51,7 @@ def start() -> Any:
     step = services.next_step(states)
     if step is None:
         return render_template("onboarding/finished.html", states=states)
-    return redirect(url_for("onboarding.step", step=step.key))
+    return redirect(url_for("onboarding_flow.step", step=step.key))
 
 
 def _step_context(step: str, states: list[services.StepState]) -> dict[str, Any]:
@@ -85,7 +87,8 @@ def _step_context(step: str, states: list[services.StepState]) -> dict[str, Any]
             context["types"] = list(MATERIAL_TYPES.items())
         else:
             context["roles"] = [(r, r) for r in BUILTIN_ROLES]
-            context["existing"] = []
+            context["existing"] = [f"{email}: invited as {', '.join(roles)}"
+                                   for email, roles in services.open_invitations(g.tenant)]
     return context
 
 
@@ -118,7 +121,8 @@ def step(step: str) -> Any:
             defaults["line_id"] = request.args["line_id"]
         return _render_step(step, defaults)
     values = form()
-    invitation = None
+    if step == "users":
+        return _invite(values)
     try:
         with tenant_transaction(g.tenant, actor=request_actor()) as session:
             services.set_skipped(session, step=step, skipped=False)
@@ -131,24 +135,31 @@ def step(step: str) -> Any:
                 made = plant.create_equipment(session, **equipment_form_values(values)).tag
             elif step == "sensors":
                 made = plant.create_sensor(session, **sensor_form_values(values)).tag
-            elif step == "materials":
-                made = materials.create_material(session, **{k: values.get(k, "") for k in MATERIAL_KEYS}).code
             else:
-                invitation = services.invite_member(session, tenant=g.tenant, email=values.get("email", ""),
-                                                    name=values.get("name", ""), role=values.get("role", ""))
-                made = invitation.email
+                made = materials.create_material(session, **{k: values.get(k, "") for k in MATERIAL_KEYS}).code
     except BatchlineError as exc:
         flash(str(exc), "error")
         return _render_step(step, values, exc.status_code)
     flash(f"{made} added.", "ok")
     if step in ("site", "line"):  # one is enough to go on; more can be added from the plant pages
-        return redirect(url_for("onboarding.step", step=services.STEP_KEYS[services.STEP_KEYS.index(step) + 1]))
-    if invitation is not None:
-        return _render_step(step, STEP_DEFAULTS[step], invitation=invitation)
+        return redirect(url_for("onboarding_flow.step", step=services.STEP_KEYS[services.STEP_KEYS.index(step) + 1]))
     keep = {"line_id": values.get("line_id")} if step == "equipment" else (
         {"equipment_id": values.get("equipment_id"), "sampling_period_s": values.get("sampling_period_s")}
         if step == "sensors" else {})
     return _render_step(step, {**STEP_DEFAULTS[step], **keep})
+
+
+def _invite(values: dict[str, str]) -> Any:
+    """Invite through the accounts area: a signed, expiring link goes out by mail (the outbox sends it)."""
+    try:
+        invitation = invite_member(tenant_id=g.tenant.id, email=values.get("email", ""),
+                                   roles=[values.get("role", "")], by_user_id=current_user.id,
+                                   by_permissions=frozenset(g.permissions))
+    except BatchlineError as exc:
+        flash(str(exc), "error")
+        return _render_step("users", values, exc.status_code)
+    flash(f"Invitation sent to {invitation.email}.", "ok")
+    return _render_step("users", STEP_DEFAULTS["users"])
 
 
 @bp.post("/onboarding/<step>/skip")
@@ -174,8 +185,8 @@ def proceed(step: str) -> Any:
 def _after(step: str) -> Any:
     following = services.next_step(_states(), after=step)
     if following is None:
-        return redirect(url_for("onboarding.start"))
-    return redirect(url_for("onboarding.step", step=following.key))
+        return redirect(url_for("onboarding_flow.start"))
+    return redirect(url_for("onboarding_flow.step", step=following.key))
 
 
 # --- imports ---
@@ -227,7 +238,7 @@ def import_upload(kind: str) -> Any:
         flash(str(exc), "error")
         return render_template("onboarding/import_form.html", kind=kind, columns=imports.COLUMNS[kind]), \
             exc.status_code
-    return redirect(url_for("onboarding.import_preview", import_id=import_id), 303)
+    return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)
 
 
 @bp.get("/onboarding/imports/<int:import_id>")
@@ -258,6 +269,6 @@ def import_confirm(import_id: int) -> Any:
             preview = imports.import_upload(session, import_id=import_id)
     except BatchlineError as exc:
         flash(str(exc), "error")
-        return redirect(url_for("onboarding.import_preview", import_id=import_id), 303)
+        return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)
     flash(f"Imported {preview.count('new')} {kind}; {preview.count('present')} already present, skipped.", "ok")
-    return redirect(url_for("onboarding.import_preview", import_id=import_id), 303)
+    return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)

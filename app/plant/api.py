@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import g, url_for
+from flask_login import current_user
 from pydantic import BaseModel
 
-from app.core.api import one, page, parse_body, register_api_errors
+from app import esign
+from app.core.api import one, page, parse_body, register_api_errors, signing_credentials
 from app.core.errors import NotFound
 from app.core.tenancy import tenant_transaction
 from app.core.validation import db_now
@@ -46,6 +48,12 @@ def _get(session: Any, model: type, record_id: int, what: str) -> Any:
 
 
 def _created(body: dict[str, Any]) -> Any:
+    return body, 201
+
+
+def _signed(body: dict[str, Any], entry: Any) -> Any:
+    if entry.signature_id is not None:
+        esign.note_signature_made()
     return body, 201
 
 
@@ -171,8 +179,9 @@ def change_status(equipment_id: int) -> Any:
     body = parse_body(StatusChangeIn)
     with tenant_transaction(g.tenant, actor=request_actor()) as session:
         entry = services.change_equipment_status(session, equipment_id=equipment_id, to_status=body.status,
-                                                 reason=body.reason)
-        return _created(one(entry, LogEntryOut))
+                                                 reason=body.reason,
+                                                 credentials=signing_credentials(body, current_user.id))
+    return _signed(one(entry, LogEntryOut), entry)
 
 
 @bp.post(f"{PREFIX}/equipment/<int:equipment_id>/calibration")
@@ -181,8 +190,10 @@ def calibration(equipment_id: int) -> Any:
     """Record a calibration and the next due date."""
     body = parse_body(CalibrationIn)
     with tenant_transaction(g.tenant, actor=request_actor()) as session:
-        return _created(one(services.record_calibration(session, equipment_id=equipment_id, **body.model_dump()),
-                            LogEntryOut))
+        entry = services.record_calibration(session, equipment_id=equipment_id, next_due=body.next_due,
+                                            reason=body.reason, certificate=body.certificate,
+                                            credentials=signing_credentials(body, current_user.id))
+    return _signed(one(entry, LogEntryOut), entry)
 
 
 @bp.post(f"{PREFIX}/equipment/<int:equipment_id>/qualification")
@@ -191,8 +202,11 @@ def qualification(equipment_id: int) -> Any:
     """Record a qualification outcome and its expiry."""
     body = parse_body(QualificationIn)
     with tenant_transaction(g.tenant, actor=request_actor()) as session:
-        return _created(one(services.record_qualification(session, equipment_id=equipment_id,
-                                                          **body.model_dump()), LogEntryOut))
+        entry = services.record_qualification(session, equipment_id=equipment_id,
+                                              qualification_status=body.qualification_status,
+                                              qualified_until=body.qualified_until, reason=body.reason,
+                                              credentials=signing_credentials(body, current_user.id))
+    return _signed(one(entry, LogEntryOut), entry)
 
 
 @bp.get(f"{PREFIX}/sensors")

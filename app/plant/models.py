@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from app.audit.registry import gmp_table_info, protect_gmp_table, register_record_type
 from app.core.db import CreatedAt, TenantBase
 
 EQUIPMENT_CLASSES = {
@@ -78,6 +79,7 @@ class Site(CreatedAt, TenantBase):
     """A manufacturing site with its timezone and regulatory profile."""
 
     __tablename__ = "sites"
+    __table_args__ = {"info": gmp_table_info("site")}
 
     #: Never reused.
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -105,7 +107,7 @@ class Line(CreatedAt, TenantBase):
     """An area or production line of a site (ISA-95 area / work centre)."""
 
     __tablename__ = "lines"
-    __table_args__ = (CheckConstraint("kind IN ('area', 'line')", name="kind"),)
+    __table_args__ = (CheckConstraint("kind IN ('area', 'line')", name="kind"), {"info": gmp_table_info("line")})
 
     #: Never reused.
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -134,6 +136,7 @@ class Equipment(CreatedAt, TenantBase):
         CheckConstraint(f"qualification_status IN ({_in(QUALIFICATION_STATUSES)})", name="qualification_status"),
         CheckConstraint("capacity IS NULL OR capacity > 0", name="capacity_positive"),
         CheckConstraint("clean_hold_hours IS NULL OR clean_hold_hours > 0", name="clean_hold_positive"),
+        {"info": gmp_table_info("equipment")},
     )
 
     #: Never reused.
@@ -181,7 +184,7 @@ class EquipmentLogEntry(TenantBase):
         CheckConstraint("kind IN ('created', 'status_change', 'calibration', 'qualification', 'note')",
                         name="kind"),
         Index("ix_equipment_log_equipment_id_id", "equipment_id", "id"),
-        {"info": {"privileges": "append_only"}},
+        {"info": gmp_table_info("equipment_log", privileges="append_only")},
     )
 
     #: Never reused; orders the logbook.
@@ -215,6 +218,7 @@ class Sensor(CreatedAt, TenantBase):
     __table_args__ = (
         CheckConstraint("range_low < range_high", name="range_ordered"),
         CheckConstraint("sampling_period_s > 0", name="sampling_period_positive"),
+        {"info": gmp_table_info("sensor")},
     )
 
     #: Never reused.
@@ -280,3 +284,30 @@ for _table in (Site.__table__, Line.__table__, Sensor.__table__):
     event.listen(_table, "after_create", DDL(FIXED_TRIGGERS[_table.name]))
 event.listen(Equipment.__table__, "after_create", DDL(EQUIPMENT_GUARD_SQL.replace("%", "%%")))
 event.listen(Equipment.__table__, "after_create", DDL(EQUIPMENT_GUARD_TRIGGER))
+for _table in (Site.__table__, Line.__table__, Equipment.__table__, EquipmentLogEntry.__table__, Sensor.__table__):
+    protect_gmp_table(_table)
+
+
+def equipment_log_content(*, tag: str, kind: str, from_status: str | None, to_status: str | None, reason: str,
+                          details: dict[str, Any]) -> dict[str, Any]:
+    """What a signature on a logbook entry attests to (the entry is append-only, so this never changes)."""
+    return {"equipment": tag, "kind": kind, "from_status": from_status, "to_status": to_status, "reason": reason,
+            "details": details}
+
+
+def _equipment_log_content(session: Any, record_id: str) -> dict[str, Any] | None:
+    entry = session.get(EquipmentLogEntry, int(record_id)) if str(record_id).isdigit() else None
+    if entry is None:
+        return None
+    equipment = session.get(Equipment, entry.equipment_id)
+    return equipment_log_content(tag=equipment.tag, kind=entry.kind, from_status=entry.from_status,
+                                 to_status=entry.to_status, reason=entry.reason, details=entry.details)
+
+
+register_record_type("site", label="Site", table="sites", endpoint="plant.site", id_arg="site_id")
+register_record_type("line", label="Line / area", table="lines", endpoint="plant.line", id_arg="line_id")
+register_record_type("equipment", label="Equipment", table="equipment", endpoint="plant.equipment",
+                     id_arg="equipment_id")
+register_record_type("equipment_log", label="Equipment logbook entry", table="equipment_log",
+                     content=_equipment_log_content)
+register_record_type("sensor", label="Sensor", table="sensors", endpoint="plant.sensor", id_arg="sensor_id")

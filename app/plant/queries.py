@@ -64,3 +64,19 @@ def status_board(session: Session, line_id: int, at: datetime) -> list[BoardTile
     """Every item of a line with its readiness at `at`, not-ready first so the eye finds them."""
     tiles = [BoardTile(e, equipment_ready(e, at)) for e in session.scalars(equipment_query(line_id=line_id))]
     return sorted(tiles, key=lambda t: (t.readiness.ready, t.equipment.tag))
+
+
+def logbook_signatures(session: Session, entries: list[EquipmentLogEntry]) -> dict[int, str]:
+    """Manifestation line of each signed logbook entry, verified against the entry as stored."""
+    from app import esign
+    from app.plant.models import _equipment_log_content
+
+    lines = {}
+    for entry in entries:
+        if entry.signature_id is None:
+            continue
+        signatures = esign.signatures_of(session, record_type="equipment_log", record_id=entry.id)
+        content = _equipment_log_content(session, str(entry.id))
+        lines[entry.id] = "; ".join(esign.manifestation_text(c.signature, valid=c.valid)
+                                    for c in esign.check_signatures(session, signatures, content))
+    return lines

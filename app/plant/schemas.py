@@ -96,18 +96,25 @@ class EquipmentOut(OutModel):
     created_at: datetime
 
 
-class StatusChangeIn(ApiModel):
+class SignedIn(ApiModel):
+    """Signature fields, needed where the site routes the action through an e-signature."""
+
+    signature_password: str | None = Field(default=None, repr=False)
+    signature_user_id: str | None = None
+
+
+class StatusChangeIn(SignedIn):
     status: EquipmentStatus
     reason: str = Field(min_length=1, max_length=2000)
 
 
-class CalibrationIn(ApiModel):
+class CalibrationIn(SignedIn):
     next_due: date
     reason: str = Field(min_length=1, max_length=2000)
     certificate: str = ""
 
 
-class QualificationIn(ApiModel):
+class QualificationIn(SignedIn):
     qualification_status: Literal["qualified", "in_qualification", "not_qualified"]
     qualified_until: date | None = None
     reason: str = Field(min_length=1, max_length=2000)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from app import esign
 from app.audit.services import current_actor, record
 from app.core.errors import Conflict, NotFound, ValidationError
 from app.core.validation import (
@@ -33,6 +34,7 @@ from app.plant.models import (
     Line,
     Sensor,
     Site,
+    equipment_log_content,
 )
 
 #: Statuses a new item may start in (in use is only ever set by a batch).
@@ -145,15 +147,40 @@ def signature_required(session: Session, equipment: Equipment, action: str) -> b
     return site is not None and action in (site.signature_routes or [])
 
 
-def _require_signature_if_routed(session: Session, equipment: Equipment, action: str,
-                                 signature_id: int | None) -> None:
-    if signature_required(session, equipment, action) and signature_id is None:
-        raise Conflict(f"the site of {equipment.tag} requires an e-signature for "
-                       f"{SIGNATURE_ROUTES[action].lower()}; sign to continue")
+#: The signature meaning of each routed action.
+SIGNATURE_MEANINGS = {"equipment.status_change": "performed", "equipment.calibration": "verified",
+                      "equipment.qualification": "approved"}
+
+
+def _log_entry(session: Session, equipment: Equipment, *, action: str, kind: str, reason: str,
+               details: dict[str, Any], credentials: dict[str, Any] | None, from_status: str | None = None,
+               to_status: str | None = None) -> EquipmentLogEntry:
+    """Write a logbook entry, signed first where the site routes the action through an e-signature."""
+    signature_id = None
+    entry_id = None
+    if signature_required(session, equipment, action):
+        if not credentials or not credentials.get("password"):
+            raise ValidationError(f"the site of {equipment.tag} requires an e-signature for "
+                                  f"{SIGNATURE_ROUTES[action].lower()}: enter your password to sign")
+        # The entry's id is taken first so the signature binds to this very entry's content.
+        entry_id = session.execute(text("SELECT nextval(pg_get_serial_sequence('equipment_log', 'id'))")).scalar_one()
+        content = equipment_log_content(tag=equipment.tag, kind=kind, from_status=from_status, to_status=to_status,
+                                        reason=reason, details=details)
+        signature = esign.sign(session, record_type="equipment_log", record_id=entry_id, content=content,
+                               meaning=SIGNATURE_MEANINGS[action], actor=current_actor(session), reason=reason,
+                               **credentials)
+        signature_id = signature.id
+    member_id, label = _actor(session)
+    entry = EquipmentLogEntry(id=entry_id, equipment_id=equipment.id, kind=kind, from_status=from_status,
+                              to_status=to_status, reason=reason, details=details, member_id=member_id,
+                              actor_label=label, signature_id=signature_id)
+    session.add(entry)
+    session.flush()
+    return entry
 
 
 def change_equipment_status(session: Session, *, equipment_id: int, to_status: str, reason: str,
-                            signature_id: int | None = None) -> EquipmentLogEntry:
+                            credentials: dict[str, Any] | None = None) -> EquipmentLogEntry:
     """Move an item to a new status: a logbook entry and an audit event with the reason, signed where routed."""
     to_status = clean_choice(to_status, "status", EQUIPMENT_STATUSES)
     reason = clean_text(reason, "reason", max_len=2000)
@@ -163,66 +190,57 @@ def change_equipment_status(session: Session, *, equipment_id: int, to_status: s
         raise Conflict(f"{equipment.tag} cannot go from {EQUIPMENT_STATUSES[equipment.status].lower()} to "
                        f"{EQUIPMENT_STATUSES[to_status].lower()}; allowed: "
                        f"{', '.join(EQUIPMENT_STATUSES[s].lower() for s in sorted(allowed))}")
-    _require_signature_if_routed(session, equipment, "equipment.status_change", signature_id)
-    now = db_now(session)
-    member_id, label = _actor(session)
     old = {"status": equipment.status, "cleaned_at": equipment.cleaned_at}
+    entry = _log_entry(session, equipment, action="equipment.status_change", kind="status_change", reason=reason,
+                       details={}, credentials=credentials, from_status=old["status"], to_status=to_status)
+    now = db_now(session)
     equipment.status, equipment.status_changed_at = to_status, now
     if to_status == "clean":
         equipment.cleaned_at = now
-    entry = EquipmentLogEntry(equipment_id=equipment.id, kind="status_change", from_status=old["status"],
-                              to_status=to_status, reason=reason, member_id=member_id, actor_label=label,
-                              signature_id=signature_id)
-    session.add(entry)
     session.flush()
     record(session, action="status_change", record_type="equipment", record_id=equipment.id, old=old,
            new={"status": to_status, "cleaned_at": equipment.cleaned_at, "logbook_entry": entry.id,
-                "signature_id": signature_id}, reason=reason)
+                "signature_id": entry.signature_id}, reason=reason)
     return entry
 
 
 def record_calibration(session: Session, *, equipment_id: int, next_due: Any, reason: str,
-                       certificate: str = "", signature_id: int | None = None) -> EquipmentLogEntry:
-    """Record a calibration and the next due date (a logbook entry and an audit event)."""
+                       certificate: str = "", credentials: dict[str, Any] | None = None) -> EquipmentLogEntry:
+    """Record a calibration and the next due date (a logbook entry and an audit event), signed where routed."""
     due = clean_date(next_due, "next calibration due", required=True)
+    assert due is not None  # noqa: S101 (required=True never returns None)
     reason = clean_text(reason, "reason", max_len=2000)
+    certificate = clean_text(certificate, "certificate", max_len=200, required=False)
     equipment = _locked_equipment(session, equipment_id)
-    _require_signature_if_routed(session, equipment, "equipment.calibration", signature_id)
-    member_id, label = _actor(session)
     old = {"calibration_due": equipment.calibration_due}
+    entry = _log_entry(session, equipment, action="equipment.calibration", kind="calibration", reason=reason,
+                       details={"calibration_due": due.isoformat(), "certificate": certificate},
+                       credentials=credentials)
     equipment.calibration_due = due
-    entry = EquipmentLogEntry(equipment_id=equipment.id, kind="calibration", reason=reason,
-                              details={"calibration_due": due.isoformat(),
-                                       "certificate": clean_text(certificate, "certificate", max_len=200,
-                                                                 required=False)},
-                              member_id=member_id, actor_label=label, signature_id=signature_id)
-    session.add(entry)
     session.flush()
     record(session, action="status_change", record_type="equipment", record_id=equipment.id, old=old,
-           new={"calibration_due": due, "logbook_entry": entry.id}, reason=reason)
+           new={"calibration_due": due, "logbook_entry": entry.id, "signature_id": entry.signature_id},
+           reason=reason)
     return entry
 
 
 def record_qualification(session: Session, *, equipment_id: int, qualification_status: str, qualified_until: Any,
-                         reason: str, signature_id: int | None = None) -> EquipmentLogEntry:
-    """Record a (re)qualification outcome and its expiry (a logbook entry and an audit event)."""
+                         reason: str, credentials: dict[str, Any] | None = None) -> EquipmentLogEntry:
+    """Record a (re)qualification outcome and its expiry (a logbook entry and an audit event), signed where routed."""
     status = clean_choice(qualification_status, "qualification status", QUALIFICATION_STATUSES)
     until = clean_date(qualified_until, "qualified until")
     reason = clean_text(reason, "reason", max_len=2000)
     equipment = _locked_equipment(session, equipment_id)
-    _require_signature_if_routed(session, equipment, "equipment.qualification", signature_id)
-    member_id, label = _actor(session)
     old = {"qualification_status": equipment.qualification_status, "qualified_until": equipment.qualified_until}
+    entry = _log_entry(session, equipment, action="equipment.qualification", kind="qualification", reason=reason,
+                       details={"qualification_status": status,
+                                "qualified_until": until.isoformat() if until else None},
+                       credentials=credentials)
     equipment.qualification_status, equipment.qualified_until = status, until
-    entry = EquipmentLogEntry(equipment_id=equipment.id, kind="qualification", reason=reason,
-                              details={"qualification_status": status,
-                                       "qualified_until": until.isoformat() if until else None},
-                              member_id=member_id, actor_label=label, signature_id=signature_id)
-    session.add(entry)
     session.flush()
     record(session, action="status_change", record_type="equipment", record_id=equipment.id, old=old,
-           new={"qualification_status": status, "qualified_until": until, "logbook_entry": entry.id},
-           reason=reason)
+           new={"qualification_status": status, "qualified_until": until, "logbook_entry": entry.id,
+                "signature_id": entry.signature_id}, reason=reason)
     return entry
 
 

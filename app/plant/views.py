@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response, abort, flash, g, redirect, render_template, request, url_for
+from flask_login import current_user
 
+from app import esign
 from app.core.errors import BatchlineError, NotFound
 from app.core.tenancy import tenant_transaction
 from app.core.validation import db_now
@@ -173,21 +175,33 @@ def equipment(equipment_id: int) -> Any:
         if found is None:
             abort(404)
         now = db_now(session)
+        log = queries.logbook(session, equipment_id)
         return render_template(
             "plant/equipment.html", eq=found, readiness=equipment_ready(found, now), now=now,
-            log=queries.logbook(session, equipment_id), statuses=EQUIPMENT_STATUSES, classes=EQUIPMENT_CLASSES,
+            log=log, signatures=queries.logbook_signatures(session, log), statuses=EQUIPMENT_STATUSES,
+            classes=EQUIPMENT_CLASSES, require_user_id=esign.identification_required(),
+            routed={action: services.signature_required(session, found, action)
+                    for action in services.SIGNATURE_MEANINGS},
             next_statuses=[(s, EQUIPMENT_STATUSES[s]) for s in sorted(STATUS_TRANSITIONS[found.status])],
-            qualifications=choices(QUALIFICATION_STATUSES),
-            signature_needed=services.signature_required(session, found, "equipment.status_change"))
+            qualifications=choices(QUALIFICATION_STATUSES))
+
+
+def credentials() -> dict[str, Any] | None:
+    """The signing credentials of a posted form that carries the signature fields (else None)."""
+    if "signature_password" not in request.form:
+        return None
+    return {"user_id": current_user.id, **esign.signing_credentials(request.form)}
 
 
 def _equipment_action(equipment_id: int, action: Any, done: str) -> Any:
     try:
         with tenant_transaction(g.tenant, actor=request_actor()) as session:
-            action(session)
+            entry = action(session)
     except BatchlineError as exc:
         flash(str(exc), "error")
         return redirect(url_for("plant.equipment", equipment_id=equipment_id)), 303
+    if getattr(entry, "signature_id", None):
+        esign.note_signature_made()
     flash(done, "ok")
     return redirect(url_for("plant.equipment", equipment_id=equipment_id)), 303
 
@@ -198,7 +212,8 @@ def equipment_status(equipment_id: int) -> Any:
     """Change the status (logbook entry with reason)."""
     values = form()
     return _equipment_action(equipment_id, lambda s: services.change_equipment_status(
-        s, equipment_id=equipment_id, to_status=values.get("status", ""), reason=values.get("reason", "")),
+        s, equipment_id=equipment_id, to_status=values.get("status", ""), reason=values.get("reason", ""),
+        credentials=credentials()),
         f"Status changed to {EQUIPMENT_STATUSES.get(values.get('status', ''), '?').lower()}.")
 
 
@@ -209,7 +224,7 @@ def equipment_calibration(equipment_id: int) -> Any:
     values = form()
     return _equipment_action(equipment_id, lambda s: services.record_calibration(
         s, equipment_id=equipment_id, next_due=values.get("next_due"), reason=values.get("reason", ""),
-        certificate=values.get("certificate", "")), "Calibration recorded.")
+        certificate=values.get("certificate", ""), credentials=credentials()), "Calibration recorded.")
 
 
 @bp.post("/plant/equipment/<int:equipment_id>/qualification")
@@ -219,7 +234,8 @@ def equipment_qualification(equipment_id: int) -> Any:
     values = form()
     return _equipment_action(equipment_id, lambda s: services.record_qualification(
         s, equipment_id=equipment_id, qualification_status=values.get("qualification_status", ""),
-        qualified_until=values.get("qualified_until"), reason=values.get("reason", "")), "Qualification recorded.")
+        qualified_until=values.get("qualified_until"), reason=values.get("reason", ""), credentials=credentials()),
+        "Qualification recorded.")
 
 
 @bp.post("/plant/equipment/<int:equipment_id>/notes")

@@ -24,7 +24,7 @@ every problem with the element path it comes from, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -686,8 +686,8 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def from_batchml(text: str | bytes) -> RecipeDocument:
-    """Import a BatchML MasterRecipe (or a BatchInformation holding one), naming element paths in problems."""
+def _root(text: str | bytes) -> _Node:
+    """Parse BatchML safely and return its MasterRecipe element."""
     try:
         root_el = SafeET.fromstring(text)
     except ParseError as exc:
@@ -713,6 +713,12 @@ def from_batchml(text: str | bytes) -> RecipeDocument:
                 )
             ]
         )
+    return root
+
+
+def from_batchml(text: str | bytes) -> RecipeDocument:
+    """Import a BatchML MasterRecipe (or a BatchInformation holding one), naming element paths in problems."""
+    root = _root(text)
     reader = _Reader()
     data = reader.master_recipe(root)
     if reader.problems:
@@ -728,3 +734,10 @@ def from_batchml(text: str | bytes) -> RecipeDocument:
                 message = f"unknown attribute or element {loc[-1]!r}"
             problems.append(Problem(reader.locate(loc), message))
         raise BatchMLError(problems) from exc
+
+
+def batchml_locator(text: str | bytes) -> Callable[[Sequence[int | str]], str]:
+    """Return a function naming the BatchML element a document location (e.g. materials[2].code) came from."""
+    reader = _Reader()
+    reader.master_recipe(_root(text))
+    return lambda loc: reader.locate(tuple(loc))

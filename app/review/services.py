@@ -7,7 +7,6 @@ keyword arguments `esign.signing_credentials(request.form)` returns, plus nothin
 
 from __future__ import annotations
 
-import inspect
 from datetime import date
 from typing import Any
 
@@ -557,17 +556,13 @@ def _production_people(session: Session, batch: Batch) -> set[int]:
     return people
 
 
-def _change_lot(session: Session, lot: Lot, to_status: str, reason: str, *, signature_id: int, user_id: int,
+def _change_lot(session: Session, lot: Lot, to_status: str, reason: str, *, user_id: int,
                 credentials: dict[str, Any]) -> Any:
-    """Move a produced lot with the materials area's own service (whichever signing form it takes)."""
+    """Move a produced lot with the materials area's own QA disposition (it signs the lot change itself)."""
     from app.materials import services as materials
 
-    params = inspect.signature(materials.change_lot_status).parameters
-    if "credentials" in params:  # the lot disposition signs itself (one signature per lot)
-        return materials.change_lot_status(session, lot_id=lot.id, to_status=to_status, reason=reason,
-                                           credentials={"user_id": user_id, **credentials})
     return materials.change_lot_status(session, lot_id=lot.id, to_status=to_status, reason=reason,
-                                       signature_id=signature_id)
+                                       credentials={"user_id": user_id, **credentials})
 
 
 def decide_batch(session: Session, *, batch_id: int, decision: str, reason: str, user_id: int,
@@ -610,7 +605,7 @@ def decide_batch(session: Session, *, batch_id: int, decision: str, reason: str,
         change = None
         if before != target:
             change = _change_lot(session, lot, target, f"batch {batch.batch_number} {decision} by QA "
-                                 f"(release record #{release_id})", signature_id=signature.id, user_id=user_id,
+                                 f"(release record #{release_id})", user_id=user_id,
                                  credentials=credentials)
         lot_rows.append({"lot_id": lot.id, "lot_number": lot.lot_number, "from": before, "to": target,
                          "status_change_id": change.id if change is not None else None})

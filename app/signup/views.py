@@ -17,8 +17,7 @@ from app.signup import services
 from app.signup.models import Signup
 
 bp = Blueprint("signup", __name__, template_folder="templates")
-# Named apart from the plant onboarding flow (`onboarding`), which owns /onboarding/ in the same tenant space.
-onboarding_bp = tenant_blueprint("signup_onboarding", __name__, template_folder="templates")
+onboarding_bp = tenant_blueprint("onboarding", __name__, template_folder="templates")
 
 _FIELDS = ("company_name", "slug", "admin_name", "email", "plan")
 
@@ -143,7 +142,7 @@ def enter(signup_id: int) -> Any:
         return render_template("signup/link_problem.html", message=str(exc), expired=False), exc.status_code
     session.clear()  # a fresh session at sign-in, as on the sign-in page
     login_user(user)
-    return redirect(url_for("signup_onboarding.index", tenant_slug=slug))
+    return redirect(url_for("onboarding.index", tenant_slug=slug))
 
 
 @onboarding_bp.get("/welcome")

@@ -1,12 +1,23 @@
-"""Tenant provisioning and decommissioning (owner connection, one transaction each)."""
+"""Tenant provisioning and decommissioning (owner connection, one transaction each).
+
+Tenant defaults: `TENANT_DEFAULTS` lists, as ``"module:function"`` strings, the functions that seed a new
+tenant's starting data (signature routes, meanings, settings...). `create_tenant` runs them in order, in the
+provisioning transaction, right after the schema is built: each gets a `Session` on the new schema (as the
+schema owner, attributed to the system in the audit trail) and must flush, never commit, and be idempotent.
+If one fails, the whole provisioning rolls back, so a tenant never exists half-seeded. An area adds its
+function to the list; data it needs ships under ``tenants/`` (e.g. ``tenants/defaults/signature_routes.json``).
+Tenants that existed before a default was added get it from a tenant migration instead.
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -14,7 +25,7 @@ from app.accounts.models import Membership, User
 from app.accounts.passwords import hash_password
 from app.core.db import Database, quote_ident
 from app.core.errors import Conflict, NotFound, ValidationError
-from app.core.tenancy import TenantRef, tenant_ref
+from app.core.tenancy import SYSTEM_ACTOR, TenantRef, tenant_ref
 from app.tenancy.models import Tenant
 from app.tenancy.schema import build_tenant_schema, create_tenant_role
 
@@ -24,6 +35,11 @@ RESERVED_SLUGS = frozenset({
     "logout", "mail", "oauth", "public", "readyz", "root", "signup", "sso", "static", "status", "support",
     "system", "t", "tenant", "tenants", "www",
 })
+#: Functions `fn(session) -> Any` seeding a new tenant's defaults, run in order inside the provisioning transaction.
+TENANT_DEFAULTS: list[str] = [
+    "app.esign.defaults:seed_default_routes",  # e.g. the recipe_version route: authored -> reviewed -> approved
+]
+
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
 
 
@@ -61,11 +77,12 @@ class ProvisionedTenant:
 
 def create_tenant(db: Database, *, slug: str, name: str, admin_email: str, admin_name: str = "",
                   admin_password: str | None = None, migrations_dir: str = "",
-                  admin_password_hash: str | None = None) -> ProvisionedTenant:
-    """Create the tenant's row, role and schema at head and its first admin, all in one transaction.
+                  admin_password_hash: str | None = None, apply_defaults: bool = True) -> ProvisionedTenant:
+    """Create the tenant's row, role, schema at head (with its defaults) and its first admin, in one transaction.
 
     `admin_password_hash` (an argon2id hash, e.g. from a verified sign-up) is used for a new account instead of
-    hashing `admin_password`.
+    hashing `admin_password`. `apply_defaults=False` builds a bare schema without the `TENANT_DEFAULTS` seed (tests
+    of the platform mechanics that need an empty audit trail); every real tenant gets its defaults.
     """
     slug = validate_slug(slug)
     name = (name or "").strip()
@@ -87,6 +104,8 @@ def create_tenant(db: Database, *, slug: str, name: str, admin_email: str, admin
         tenant.schema, tenant.role = ref.schema, ref.role
         create_tenant_role(conn, ref, db.roles)
         revision = build_tenant_schema(conn, ref, migrations_dir=migrations_dir)
+        if apply_defaults:
+            apply_tenant_defaults(conn, ref)
         tenant.revision, tenant.status = revision, "active"
         tenant.migrated_at = conn.execute(text("SELECT now()")).scalar_one()
         user = session.scalar(select(User).where(User.email == admin_email))
@@ -100,6 +119,23 @@ def create_tenant(db: Database, *, slug: str, name: str, admin_email: str, admin
         session.add(Membership(user_id=user.id, tenant_id=tenant.id, roles=["Admin"]))
         session.flush()
     return ProvisionedTenant(ref=ref, revision=revision, admin_email=admin_email, admin_password=generated)
+
+
+def _resolve(path: str) -> Callable[[Session], object]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def apply_tenant_defaults(conn: Connection, ref: TenantRef) -> None:
+    """Run every `TENANT_DEFAULTS` function on a freshly built schema, in the caller's transaction."""
+    # The schema's search_path is set by build_tenant_schema for this transaction; schema-less tenant models
+    # resolve to it, control-plane models keep their explicit `public` schema.
+    session = Session(bind=conn)
+    session.info["tenant"] = ref
+    session.info["actor"] = SYSTEM_ACTOR
+    for path in TENANT_DEFAULTS:
+        _resolve(path)(session)
+        session.flush()
 
 
 def drop_tenant(db: Database, *, slug: str) -> None:

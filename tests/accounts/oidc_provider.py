@@ -3,6 +3,11 @@
 Discovery, authorization endpoint (code flow; PKCE S256 required), token endpoint (client_secret_basic, single-use
 codes, redirect URI and PKCE verifier checked), JWKS, RS256-signed ID tokens (joserfc). The authorization
 endpoint signs in whoever the test put in `next_user` (the provider's own login page is not what is tested).
+
+Like a real provider it keeps a login session per subject: a request without `prompt=login` reuses it (the ID
+token's `auth_time` is that of the earlier login), while `prompt=login` or `max_age=0` (or an older session than
+`max_age`) forces a fresh login, counted in `logins`, with a fresh `auth_time`. `ignore_prompt` makes it a
+non-compliant provider that reuses the session anyway; `auth_time_shift` / `omit_auth_time` bend the claim.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ class Provider:
         self.tamper: str = ""  # "aud" | "nonce" | "iss" | "sig": issue a bad ID token on purpose
         self.token_requests: list[dict[str, Any]] = []
         self.issuer = ""
+        self.authorize_requests: list[dict[str, str]] = []  # query of every /authorize request
+        self.sessions: dict[str, int] = {}  # subject -> auth_time of its login session here
+        self.logins: list[str] = []  # subjects, one entry per fresh login
+        self.ignore_prompt = False
+        self.auth_time_shift = 0
+        self.omit_auth_time = False
 
     def register(self, client_id: str, secret: str, redirect_uri: str) -> None:
         """Register an OAuth client."""
@@ -66,10 +77,19 @@ def _app(provider: Provider) -> Flask:
             abort(400, "code flow with the openid scope only")
         if args.get("code_challenge_method") != "S256" or not args.get("code_challenge"):
             abort(400, "PKCE with S256 is required")
+        provider.authorize_requests.append(dict(args))
+        subject, now = str(provider.next_user.get("sub", "")), int(time.time())
+        existing = provider.sessions.get(subject)
+        max_age = args.get("max_age")
+        forced = args.get("prompt") == "login" or (max_age is not None and existing is not None
+                                                   and now - existing >= int(max_age))
+        if existing is None or (forced and not provider.ignore_prompt):
+            existing = provider.sessions[subject] = now
+            provider.logins.append(subject)
         code = secrets.token_urlsafe(24)
         provider.codes[code] = {"client_id": args["client_id"], "redirect_uri": args["redirect_uri"],
                                 "challenge": args["code_challenge"], "nonce": args.get("nonce"),
-                                "user": dict(provider.next_user)}
+                                "user": dict(provider.next_user), "auth_time": existing + provider.auth_time_shift}
         return redirect(f"{args['redirect_uri']}?{urlencode({'code': code, 'state': args.get('state', '')})}")
 
     @app.post("/token")
@@ -92,6 +112,8 @@ def _app(provider: Provider) -> Flask:
         now = int(time.time())
         claims = {"iss": provider.issuer, "aud": auth.username, "iat": now, "exp": now + 300,
                   "nonce": grant["nonce"], **grant["user"]}
+        if not provider.omit_auth_time:
+            claims["auth_time"] = grant["auth_time"]
         if provider.tamper == "aud":
             claims["aud"] = "someone-else"
         elif provider.tamper == "nonce":

@@ -37,7 +37,7 @@ def test_trail_filters_history_and_exports(client, make_tenant) -> None:
     assert "<del>10</del> → <ins>12</ins>" in page
     assert client.get(f"{base}?since=not-a-date").status_code == 422
     history = client.get(f"{base}/records/lot/L-1").get_data(as_text=True)
-    assert "History of lot L-1" in history and "typo at receipt" in history and "Not signed." in history
+    assert "History of Lot L-1" in history and "typo at receipt" in history and "Not signed." in history
     rows = list(csv.DictReader(io.StringIO(client.get(f"{base}/export.csv?record_id=L-1").get_data(as_text=True))))
     qty = [r for r in rows if r["field"] == "qty"]
     assert [(r["action"], r["old"], r["new"], r["reason"]) for r in qty] == [("create", "", "10", ""),

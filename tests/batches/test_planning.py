@@ -121,11 +121,11 @@ def test_release_to_the_floor_freezes_a_signed_control_recipe_that_never_changes
         assert (signature.meaning, signature.record_type, signature.signer_member_id) == (
             "approved", "batch", floor.supervisor.member_id)
     assert floor.batch(batch_id).status == "dispatched"
-    with floor.tx() as s, pytest.raises(DBAPIError, match="permission denied|never deleted or overwritten"):
+    with floor.tx() as s, pytest.raises(DBAPIError, match=r"permission denied|never deleted or overwritten"):
         s.execute(text("UPDATE control_recipes SET content_hash = 'x' WHERE batch_id = :b"), {"b": batch_id})
     with floor.tx() as s, pytest.raises(DBAPIError, match="plan is frozen"):
         s.execute(text("UPDATE batches SET batch_size = 20 WHERE id = :b"), {"b": batch_id})
-    with floor.tx() as s, pytest.raises(DBAPIError, match="permission denied|never deleted"):
+    with floor.tx() as s, pytest.raises(DBAPIError, match=r"permission denied|never deleted"):
         s.execute(text("DELETE FROM batches WHERE id = :b"), {"b": batch_id})
     with floor.tx(floor.supervisor) as s, pytest.raises(Conflict, match="only a planned batch"):
         services.dispatch_batch(s, batch_id=batch_id, password="correct horse battery staple 42",

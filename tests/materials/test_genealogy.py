@@ -8,7 +8,7 @@ from collections import defaultdict
 from app.core.tenancy import tenant_transaction
 from app.materials.queries import trace_lot
 from app.materials.services import change_lot_status, consume_lot, produce_lot
-from tests.factories import ALICE, make_lot, make_material
+from tests.factories import admin_actor, credentials, make_lot, make_material
 
 LEVELS = 5  # raw -> 3 intermediate levels -> product
 
@@ -29,9 +29,20 @@ def _build(session, rng: random.Random):
                 consume_lot(session, lot_id=parent.id, quantity="1", batch_number=batch)
                 consumed_by[parent.id].add(batch)
             for _ in range(rng.randint(1, 2)):  # a batch may split its output into two lots
-                lot = produce_lot(session, material_id=material.id, lot_number=f"P{depth}-{b}-{len(produced[batch])}",
-                                  quantity="50", batch_number=batch)
-                change_lot_status(session, lot_id=lot.id, to_status="released", reason="batch released")
+                lot = produce_lot(
+                    session,
+                    material_id=material.id,
+                    lot_number=f"P{depth}-{b}-{len(produced[batch])}",
+                    quantity="50",
+                    batch_number=batch,
+                )
+                change_lot_status(
+                    session,
+                    lot_id=lot.id,
+                    to_status="released",
+                    reason="batch released",
+                    credentials=credentials(session),
+                )
                 produced[batch].append(lot.id)
                 level.append(lot)
         levels.append(level)
@@ -63,7 +74,7 @@ def _expected(start: int, consumed_by, produced) -> tuple[dict[int, int], dict[i
 def test_forward_and_backward_traces_match_an_independent_walk(make_tenant) -> None:
     tenant = make_tenant()
     rng = random.Random(20261125)  # noqa: S311 (a reproducible test graph, not a secret)
-    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+    with tenant_transaction(tenant.ref, actor=admin_actor(tenant)) as session:
         levels, consumed_by, produced = _build(session, rng)
     with tenant_transaction(tenant.ref) as session:
         checked = 0
@@ -80,11 +91,17 @@ def test_forward_and_backward_traces_match_an_independent_walk(make_tenant) -> N
 def test_recall_impact_lists_every_finished_lot_and_backward_trace_reaches_suppliers(make_tenant) -> None:
     tenant = make_tenant()
     rng = random.Random(7)  # noqa: S311 (a reproducible test graph, not a secret)
-    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+    with tenant_transaction(tenant.ref, actor=admin_actor(tenant)) as session:
         levels, consumed_by, produced = _build(session, rng)
         fed = next(lot for lot in levels[0] if consumed_by.get(lot.id))
         product = levels[-1][0]
-        change_lot_status(session, lot_id=product.id, to_status="quarantine", reason="hold pending investigation")
+        change_lot_status(
+            session,
+            lot_id=product.id,
+            to_status="quarantine",
+            reason="hold pending investigation",
+            credentials=credentials(session),
+        )
     forward, _ = _expected(fed.id, consumed_by, produced)
     finished_ids = {lot.id for lot in levels[-1]} & set(forward)
     _, backward = _expected(product.id, consumed_by, produced)

@@ -7,10 +7,10 @@ import re
 
 from sqlalchemy import select
 
-from app.accounts.models import Membership, User
-from app.audit.models import AuditEvent
-from app.core.tenancy import control_session, tenant_transaction
-from tests.conftest import sign_in
+from app.accounts.models import Invitation
+from app.accounts.services import accept_invitation, invitation_link_token
+from app.core.tenancy import control_session
+from tests.conftest import TEST_PASSWORD, sign_in
 from tests.plant.test_api_and_screens import _token
 
 
@@ -48,27 +48,26 @@ def test_steps_are_skippable_resumable_and_shown_on_the_home_page(client, make_t
     assert finished.status_code == 200 and "nothing left to do" in finished.get_data(as_text=True)
 
 
-def test_invite_step_creates_a_member_who_can_sign_in(client, db, make_tenant) -> None:
+def test_invite_step_sends_an_invitation_that_becomes_a_member(client, db, make_tenant) -> None:
     tenant = make_tenant()
     slug = tenant.ref.slug
     sign_in(client, tenant.admin_email)
     email = f"operator.{slug}@example.com"
     response = client.post(f"/t/{slug}/onboarding/users", data={
-        "csrf_token": _token(client, slug), "email": email, "name": "Olga Operator", "role": "Operator"})
-    page = html.unescape(response.get_data(as_text=True))
-    password = re.search(r'<code class="secret">([^<]+)</code>', page).group(1)
-    again = client.post(f"/t/{slug}/onboarding/users", data={
         "csrf_token": _token(client, slug), "email": email, "role": "Operator"})
-    assert again.status_code == 409 and "already a member" in again.get_data(as_text=True)
-    with control_session(db=db) as session:
-        user = session.scalar(select(User).where(User.email == email))
-        roles = session.scalar(select(Membership.roles).where(Membership.user_id == user.id))
-    assert user.name == "Olga Operator" and roles == ["Operator"]
-    with tenant_transaction(tenant.ref) as session:
-        event = session.scalar(select(AuditEvent).where(AuditEvent.record_type == "membership"))
-        assert event.new_values["roles"] == ["Operator"] and event.actor_label.endswith(f"<{tenant.admin_email}>")
+    page = html.unescape(response.get_data(as_text=True))
+    assert response.status_code == 200 and f"Invitation sent to {email}." in page
+    assert f"{email}: invited as Operator" in page
+    bad = client.post(f"/t/{slug}/onboarding/users", data={"csrf_token": _token(client, slug), "email": "nope",
+                                                            "role": "Operator"})
+    assert bad.status_code == 422 and "not a valid email" in html.unescape(bad.get_data(as_text=True))
     assert _checklist(client, slug)["users"] == "done"
+    with control_session(db=db) as session:
+        invitation = session.scalar(select(Invitation).where(Invitation.email == email))
+        assert invitation.roles == ["Operator"] and invitation.tenant_id == tenant.ref.id
+        token = invitation_link_token(invitation)
+    accept_invitation(token=token, signed_in_user_id=None, name="Olga Operator", password=TEST_PASSWORD)
     client.post("/logout", data={"csrf_token": _token(client, slug)})
-    assert sign_in(client, email, password).status_code == 302
+    assert sign_in(client, email).status_code == 302
     assert client.get(f"/t/{slug}/plant/").status_code == 200
     assert client.get(f"/t/{slug}/onboarding/site").status_code == 403  # an operator cannot onboard the plant

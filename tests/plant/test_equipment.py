@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from app import esign
 from app.audit.models import AuditEvent
+from app.audit.registry import RECORD_TYPES
 from app.core.errors import Conflict, ValidationError
 from app.core.tenancy import tenant_transaction
+from app.esign import SignatureRefused
 from app.plant import equipment_ready
 from app.plant.models import Equipment, EquipmentLogEntry
 from app.plant.services import change_equipment_status, record_calibration, record_qualification
-from tests.factories import ALICE, make_equipment, make_line
+from tests.factories import ALICE, admin_actor, credentials, make_equipment, make_line
 
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
@@ -114,13 +117,31 @@ def test_bad_transitions_and_missing_reasons_are_refused_and_change_nothing(make
         assert session.scalar(select(EquipmentLogEntry.id).where(EquipmentLogEntry.kind == "status_change")) is None
 
 
-def test_site_signature_route_blocks_unsigned_status_changes(make_tenant) -> None:
+def test_site_signature_route_requires_a_signature_bound_to_the_logbook_entry(make_tenant) -> None:
     tenant = make_tenant()
-    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+    admin = admin_actor(tenant)
+    with tenant_transaction(tenant.ref, actor=admin) as session:
         eq = make_equipment(session, make_line(session, signature_routes=("equipment.status_change",)),
                             status="dirty")
-    with pytest.raises(Conflict, match="requires an e-signature"), tenant_transaction(tenant.ref) as s:
+    with pytest.raises(ValidationError, match="requires an e-signature"), tenant_transaction(tenant.ref) as s:
         change_equipment_status(s, equipment_id=eq.id, to_status="clean", reason="cleaned")
+    with pytest.raises(SignatureRefused), tenant_transaction(tenant.ref, actor=admin) as s:
+        change_equipment_status(s, equipment_id=eq.id, to_status="clean", reason="cleaned",
+                                credentials={**credentials(s), "password": "wrong password"})
+    with tenant_transaction(tenant.ref, actor=admin) as session:
+        entry = change_equipment_status(session, equipment_id=eq.id, to_status="clean", reason="cleaned SOP-CL-1",
+                                        credentials=credentials(session))
+    with tenant_transaction(tenant.ref) as session:
+        assert session.get(Equipment, eq.id).status == "clean"
+        [signature] = esign.signatures_of(session, record_type="equipment_log", record_id=entry.id)
+        assert signature.id == entry.signature_id and signature.meaning == "performed"
+        assert signature.reason == "cleaned SOP-CL-1" and signature.signer_email == tenant.admin_email
+        content = RECORD_TYPES["equipment_log"].content(session, str(entry.id))
+        assert esign.verify_signature(session, signature, content)
+        assert not esign.verify_signature(session, signature, {**content, "to_status": "in_use"})
+        # The refused attempt left nothing behind: one status change in the logbook.
+        assert session.scalar(select(func.count()).select_from(EquipmentLogEntry)
+                              .where(EquipmentLogEntry.kind == "status_change")) == 1
 
 
 def test_master_data_and_logbook_cannot_be_rewritten_in_the_database(make_tenant) -> None:

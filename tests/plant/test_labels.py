@@ -9,7 +9,7 @@ import pytest
 from app.core.tenancy import tenant_transaction
 from app.plant.scan import resolve_scan
 from tests.conftest import sign_in
-from tests.factories import ALICE, make_equipment, make_line, make_lot, make_material
+from tests.factories import admin_actor, make_equipment, make_line, make_lot, make_material
 
 
 def _decode(pdf: bytes, tmp_path) -> list[str]:
@@ -25,7 +25,7 @@ def _decode(pdf: bytes, tmp_path) -> list[str]:
 @pytest.mark.parametrize("symbology", ["qr", "code128"])
 def test_equipment_and_lot_labels_decode_to_codes_that_resolve(client, make_tenant, tmp_path, symbology) -> None:
     tenant = make_tenant()
-    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+    with tenant_transaction(tenant.ref, actor=admin_actor(tenant)) as session:
         eq = make_equipment(session, make_line(session), tag="BR-101")
         lot = make_lot(session, make_material(session), "10", lot_number="G-2026-001")
     sign_in(client, tenant.admin_email)
@@ -49,7 +49,7 @@ def test_equipment_and_lot_labels_decode_to_codes_that_resolve(client, make_tena
 
 def test_scan_of_unknown_or_foreign_codes_finds_nothing(client, make_tenant) -> None:
     tenant, other = make_tenant(), make_tenant()
-    with tenant_transaction(other.ref, actor=ALICE) as session:
+    with tenant_transaction(other.ref, actor=admin_actor(tenant)) as session:
         make_equipment(session, make_line(session), tag="OTHER-1")
     with tenant_transaction(tenant.ref) as session:
         assert resolve_scan(session, "EQ:OTHER-1") is None  # another tenant's label means nothing here
@@ -61,7 +61,7 @@ def test_scan_of_unknown_or_foreign_codes_finds_nothing(client, make_tenant) -> 
 
 def test_bad_label_requests_are_refused(client, make_tenant) -> None:
     tenant = make_tenant()
-    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+    with tenant_transaction(tenant.ref, actor=admin_actor(tenant)) as session:
         lot = make_lot(session, make_material(session))
     sign_in(client, tenant.admin_email)
     assert client.get(f"/t/{tenant.ref.slug}/materials/lots/{lot.id}/labels.pdf?containers=9999").status_code == 422

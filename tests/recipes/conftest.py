@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from app.core.tenancy import tenant_transaction
+from app.recipes import services as recipe_services
 from app.recipes.document import RecipeDocument, parse_document
+from tests.conftest import TEST_PASSWORD
 
 BASE: dict[str, Any] = {
     "schema": "batchline.recipe/1",
@@ -254,3 +258,45 @@ def make_document(make_data: Callable[..., dict[str, Any]]) -> Callable[..., Rec
 def phase_of() -> Callable[[dict[str, Any], str], dict[str, Any]]:
     """Return a lookup of a phase dict in document data by key."""
     return _phase
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tenants with people for the recipe lifecycle (real PostgreSQL, real signature routes)
+
+
+@dataclass(frozen=True)
+class RecipeTeam:
+    """A tenant provisioned with its defaults (the recipe signature route) and the people of a recipe change."""
+
+    tenant: Any
+    author: Any
+    reviewer: Any
+    qa: Any
+    operator: Any
+
+    def session(self, who: Any) -> Any:
+        """A tenant transaction acting as `who`."""
+        return tenant_transaction(self.tenant.ref, actor=who.actor)
+
+    def sign(self, who: Any, version_id: int, meaning: str, **kwargs: Any) -> Any:
+        """Sign a version as `who` (re-entering the password) in a transaction of its own."""
+        with self.session(who) as session:
+            return recipe_services.sign_version(session, version_id=version_id, meaning=meaning,
+                                                user_id=who.user_id, password=TEST_PASSWORD, **kwargs)
+
+
+@pytest.fixture
+def recipe_team(make_tenant: Callable[..., Any], make_member: Callable[..., Any]) -> RecipeTeam:
+    tenant = make_tenant(with_defaults=True)
+    return RecipeTeam(tenant=tenant,
+                      author=make_member(tenant, ("Process Engineer",), name="Paula Process"),
+                      reviewer=make_member(tenant, ("Process Engineer",), name="Rita Reviewer"),
+                      qa=make_member(tenant, ("QA",), name="Quentin Quality"),
+                      operator=make_member(tenant, ("Operator",), name="Otto Operator"))
+
+
+def import_cho(team: RecipeTeam) -> int:
+    """Import the CHO fed-batch template (creating its materials) as the author; return the draft's id."""
+    with team.session(team.author) as session:
+        return recipe_services.import_template(session, template_id="cho-fed-batch-sub50",
+                                               create_missing_materials=True).id

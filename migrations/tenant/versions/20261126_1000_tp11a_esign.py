@@ -1,7 +1,7 @@
 """E-signatures: meanings, routes, route runs, signatures; the GMP delete-refusal function.
 
 Revision ID: tp11a
-Revises: tpl01
+Revises: t0002
 Create Date: 2026-11-26 10:00
 
 SQL is copied from the models on purpose: a migration is history and must not change when the model code does.
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "tp11a"
-down_revision = "tpl01"
+down_revision = "t0002"
 branch_labels = None
 depends_on = None
 

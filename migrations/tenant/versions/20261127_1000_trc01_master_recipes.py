@@ -1,7 +1,7 @@
 """Recipes: master recipes, versions (frozen once out of draft), draft revisions, review diffs, validation runs.
 
 Revision ID: trc01
-Revises: tacc1
+Revises: tpl01
 Create Date: 2026-11-27 10:00
 
 SQL is copied from app/recipes/models.py on purpose: a migration is history and must not change when the model
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "trc01"
-down_revision = "tacc1"
+down_revision = "tpl01"
 branch_labels = None
 depends_on = None
 

@@ -2,7 +2,7 @@
 executions, entries, attachments, overrides, exceptions and the batch event log; guard triggers.
 
 Revision ID: tba01
-Revises: trc01
+Revises: trc02
 Create Date: 2026-11-28 10:00
 
 SQL is copied from app/batches/models.py on purpose: a migration is history and must not change when the model
@@ -12,7 +12,7 @@ code does.
 from alembic import op
 
 revision = "tba01"
-down_revision = "trc01"
+down_revision = "trc02"
 branch_labels = None
 depends_on = None
 

@@ -2,8 +2,8 @@
 movements (genealogy edges), lot dispositions, onboarding progress and data imports.
 
 Revision ID: tpl01
-Revises: t0002
-Create Date: 2026-11-25 11:00
+Revises: tacc1
+Create Date: 2026-11-26 13:00
 
 The SQL is copied from app/plant/models.py and app/materials/models.py on purpose: a migration is history and
 must not change when the model code does.
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "tpl01"
-down_revision = "t0002"
+down_revision = "tacc1"
 branch_labels = None
 depends_on = None
 
@@ -77,6 +77,28 @@ TRIGGERS_SQL = [
     'CREATE TRIGGER equipment_guard BEFORE UPDATE ON equipment FOR EACH ROW EXECUTE FUNCTION equipment_guard()',
     'CREATE TRIGGER lot_guard BEFORE UPDATE ON lots FOR EACH ROW EXECUTE FUNCTION lot_guard()',
     'CREATE TRIGGER materials_fixed BEFORE UPDATE ON materials FOR EACH ROW EXECUTE FUNCTION materials_refuse_update()',
+]
+
+#: GMP records are never deleted (app.audit.registry.gmp_trigger_sql, copied literally).
+GMP_TRIGGERS_SQL = [
+    "CREATE TRIGGER sites_no_delete BEFORE DELETE ON sites FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER sites_no_truncate BEFORE TRUNCATE ON sites FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lines_no_delete BEFORE DELETE ON lines FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lines_no_truncate BEFORE TRUNCATE ON lines FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER equipment_no_delete BEFORE DELETE ON equipment FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER equipment_no_truncate BEFORE TRUNCATE ON equipment FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER equipment_log_no_delete BEFORE DELETE ON equipment_log FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER equipment_log_no_truncate BEFORE TRUNCATE ON equipment_log FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER sensors_no_delete BEFORE DELETE ON sensors FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER sensors_no_truncate BEFORE TRUNCATE ON sensors FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER materials_no_delete BEFORE DELETE ON materials FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER materials_no_truncate BEFORE TRUNCATE ON materials FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lots_no_delete BEFORE DELETE ON lots FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lots_no_truncate BEFORE TRUNCATE ON lots FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lot_movements_no_delete BEFORE DELETE ON lot_movements FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lot_movements_no_truncate BEFORE TRUNCATE ON lot_movements FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lot_status_changes_no_delete BEFORE DELETE ON lot_status_changes FOR EACH ROW EXECUTE FUNCTION gmp_refuse_change()",
+    "CREATE TRIGGER lot_status_changes_no_truncate BEFORE TRUNCATE ON lot_status_changes FOR EACH STATEMENT EXECUTE FUNCTION gmp_refuse_change()",
 ]
 
 
@@ -274,7 +296,7 @@ def upgrade() -> None:
         sa.UniqueConstraint('tag', name=op.f('uq_sensors_tag'))
     )
     op.create_index(op.f('ix_sensors_equipment_id'), 'sensors', ['equipment_id'], unique=False)
-    for statement in TRIGGERS_SQL:
+    for statement in [*TRIGGERS_SQL, *GMP_TRIGGERS_SQL]:
         op.execute(statement)
 
 

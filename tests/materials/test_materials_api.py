@@ -8,7 +8,7 @@ from sqlalchemy import update
 
 from app.accounts.models import Membership
 from app.core.tenancy import control_session
-from tests.conftest import sign_in
+from tests.conftest import TEST_PASSWORD, sign_in
 from tests.plant.test_api_and_screens import _api
 
 
@@ -30,7 +30,21 @@ def test_lot_lifecycle_through_the_api(client, make_tenant) -> None:
     refused = post(f"/materials/lots/{lot['id']}/movements", {"kind": "consume", "quantity": "1",
                                                                "batch_number": "B-1"})
     assert refused.status_code == 409 and "quarantine" in refused.get_json()["detail"]
-    assert post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK"}).status_code == 201
+    unsigned = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK"})
+    assert unsigned.status_code == 422 and unsigned.get_json()["errors"][0]["field"] == "signature_password"
+    no_user_id = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK",
+                                                               "signature_password": TEST_PASSWORD})
+    assert no_user_id.status_code == 422 and "user ID" in no_user_id.get_json()["detail"]  # first signature
+    wrong = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK",
+                                                          "signature_password": "not my password",
+                                                          "signature_user_id": tenant.admin_email})
+    assert wrong.status_code == 403 and "password is not correct" in wrong.get_json()["detail"]
+    released = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "CoA OK",
+                                                             "signature_password": TEST_PASSWORD,
+                                                             "signature_user_id": tenant.admin_email})
+    assert released.status_code == 201 and released.get_json()["signature_id"] is not None
+    page = client.get(f"/t/{tenant.ref.slug}/materials/lots/{lot['id']}").get_data(as_text=True)
+    assert "Released by " in page and " — CoA OK" in page and "INVALID" not in page
     used = post(f"/materials/lots/{lot['id']}/movements", {"kind": "consume", "quantity": "0.1",
                                                             "batch_number": "B-1"})
     assert used.status_code == 201 and Decimal(used.get_json()["balance_after"]) == Decimal("25.4")
@@ -64,8 +78,36 @@ def test_only_qa_dispositions_lots(client, db, make_tenant) -> None:
                                    "received_on": "2026-11-01", "supplier": "X"}).get_json()
     with control_session(db=db) as session:
         session.execute(update(Membership).where(Membership.tenant_id == tenant.ref.id).values(roles=["Supervisor"]))
-    refused = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok"})
+    signed = {"signature_password": TEST_PASSWORD, "signature_user_id": tenant.admin_email}
+    refused = post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok", **signed})
     assert refused.status_code == 403 and "materials.disposition" in refused.get_json()["detail"]
     with control_session(db=db) as session:
         session.execute(update(Membership).where(Membership.tenant_id == tenant.ref.id).values(roles=["QA"]))
-    assert post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok"}).status_code == 201
+    assert post(f"/materials/lots/{lot['id']}/status", {"status": "released", "reason": "ok",
+                                                        **signed}).status_code == 201
+
+
+def test_qa_signs_a_disposition_on_the_lot_screen(client, make_tenant) -> None:
+    import html
+    import re
+
+    tenant = make_tenant()
+    sign_in(client, tenant.admin_email)
+    post, _ = _api(client, tenant.ref.slug)
+    raw = post("/materials/materials", {"code": "RM-1", "name": "Salt", "material_type": "raw", "unit": "kg"})
+    lot = post("/materials/lots", {"material_id": raw.get_json()["id"], "lot_number": "S-1", "quantity": "1",
+                                   "received_on": "2026-11-01", "supplier": "X"}).get_json()
+    url = f"/t/{tenant.ref.slug}/materials/lots/{lot['id']}"
+    page = client.get(url).get_data(as_text=True)
+    assert 'name="signature_password"' in page and 'name="signature_user_id"' in page  # first signature
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    form = {"csrf_token": token, "status": "released", "reason": "CoA reviewed",
+            "signature_user_id": tenant.admin_email}
+    client.post(url + "/status", data={**form, "signature_password": "wrong"})
+    page = html.unescape(client.get(url).get_data(as_text=True))
+    assert "the password is not correct" in page and "Quarantine</span>" in page
+    client.post(url + "/status", data={**form, "signature_password": TEST_PASSWORD})
+    page = html.unescape(client.get(url).get_data(as_text=True))
+    assert "Lot status changed to released (signed)." in page
+    assert re.search(r"Released by [^<]+ on \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC — CoA reviewed", page)
+    assert 'name="signature_user_id"' not in page  # within the continuous signing session: password only

@@ -1,0 +1,56 @@
+"""`batchline validation ...`: the validation report of the recipe template library, run on this instance."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from app.core.tenancy import Actor, control_session, tenant_ref, tenant_transaction
+
+
+@click.group("validation")
+def validation_group() -> None:
+    """Validation evidence (IQ/OQ) of this installation."""
+
+
+@validation_group.command("report")
+@click.option("--tenant", "slug", required=True, help="Tenant slug: the report runs in that tenant's schema.")
+@click.option("--pdf", "pdf_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the report as PDF.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Write it as HTML.")
+@click.option("--performed-by", default="", help="Name of the person running it (printed on the report).")
+@with_appcontext
+def validation_report(slug: str, pdf_path: Path | None, html_path: Path | None, performed_by: str) -> None:
+    """Run every template scenario on this instance, store the run and write the report; exit 1 on a failure."""
+    from app.recipes import report
+    from app.tenancy.models import Tenant
+
+    db = current_app.extensions["batchline.db"]
+    with control_session(db=db) as session:
+        row = session.execute(select(Tenant.id, Tenant.slug).where(Tenant.slug == slug,
+                                                                   Tenant.status != "dropped")).first()
+    if row is None:
+        click.echo(f"error: no tenant {slug!r}", err=True)
+        sys.exit(2)
+    ref = tenant_ref(row.id, db=db, slug=row.slug)
+    label = f"batchline validation report (CLI){': ' + performed_by if performed_by else ''}"
+    with tenant_transaction(ref, db=db, actor=Actor(member_id=None, label=label)) as session:
+        run = report.run_validation(session, tenant=ref)
+        passed = report.run_passed(run)
+        html = report.render_html(run, tenant=ref) if html_path else None
+        pdf = report.render_pdf(run, tenant=ref) if pdf_path else None
+    if html_path and html is not None:
+        html_path.write_text(html, encoding="utf-8")
+        click.echo(f"wrote {html_path}")
+    if pdf_path and pdf is not None:
+        pdf_path.write_bytes(pdf)
+        click.echo(f"wrote {pdf_path}")
+    click.echo(f"validation run {run.id} for {slug}: {run.scenarios_passed} of {run.scenarios_run} scenarios passed; "
+               f"{'PASSED' if passed else 'FAILED'}")
+    click.echo(f"evidence sha256 {run.evidence_hash}")
+    if not passed:
+        sys.exit(1)

@@ -1,0 +1,208 @@
+"""Step-entry submission latency with 50 concurrent simulated tablets against gunicorn on this machine.
+
+Each tablet is a real HTTP client with its own signed-in session (one operator per tablet), working its own
+batch. An operator types a value (the live check is called, as the tablet script does), presses Save (the
+measured submission: POST of an entry with its idempotency key, through the full engine, audit trail and
+commit), then reads the next value off an instrument (a think time of 0.5-1.5 s). In the same run every tablet
+also calls a trivial endpoint (`/healthz`), so the entry latency is compared with the server's floor on the same
+machine and load. Nothing is mocked: gunicorn with the production settings, PostgreSQL, Redis.
+
+Prints bench.step_entry_p50_ms, bench.step_entry_p99_ms, bench.step_entry_errors, bench.trivial_p99_ms and
+bench.step_entry_vs_trivial_p99_ratio. Target: p99 under 150 ms and no errors.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import requests
+from _harness import REPO_ROOT, bench_app, report
+from sqlalchemy import text
+
+from app.accounts.models import Membership, User
+from app.accounts.passwords import hash_password
+from app.batches import execution, services
+from app.core.tenancy import Actor, control_session, tenant_transaction
+from app.tenancy.services import create_tenant
+from tests.batches.conftest import make_recipe_version
+from tests.factories import make_equipment, make_line
+
+TABLETS = 50
+ENTRIES_PER_TABLET = 24
+PASSWORD = "bench password 1234 tablet"
+
+#: One long step with many measurements: a tablet records value after value (no start/complete in between).
+RECIPE = {
+    "schema": "batchline.recipe/1",
+    "header": {"recipe_code": "BENCH", "product_code": "BENCH-P", "product_name": "Bench product",
+               "batch_size": {"value": 10, "unit": "L"}},
+    "formula": {"parameters": [
+        {"key": "temp", "name": "Temperature", "type": "process_parameter", "unit": "degC", "target": 37.0,
+         "low": 36.0, "high": 38.0, "alarm_low": 36.5, "alarm_high": 37.5, "criticality": "critical"}]},
+    "procedure": {"unit_procedures": [{"key": "run", "name": "Run", "equipment_class": "bioreactor",
+                                       "operations": [{"key": "op", "name": "Op", "phases": [
+                                           {"key": "hourly", "name": "Hourly readings",
+                                            "instructions": "Read the temperature every hour.",
+                                            "captures": [{"kind": "number", "key": f"t{i:02d}",
+                                                          "label": f"Temperature {i}", "parameter": "temp"}
+                                                         for i in range(ENTRIES_PER_TABLET)]}]}]}]},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setup(app) -> tuple[str, list[dict]]:
+    db = app.extensions["batchline.db"]
+    made = create_tenant(db, slug="bench-floor", name="Bench floor", admin_email="admin@bench-floor.example.com",
+                         admin_password=PASSWORD)
+    ref = made.ref
+    hashed = hash_password(PASSWORD)
+    tablets = []
+    with control_session(db=db) as cp:
+        people = []
+        for i in range(TABLETS + 1):
+            user = User(email=f"op{i}@bench-floor.example.com", name=f"Operator {i}", password_hash=hashed)
+            cp.add(user)
+            cp.flush()
+            member = Membership(user_id=user.id, tenant_id=ref.id,
+                                roles=["Supervisor"] if i == TABLETS else ["Operator"])
+            cp.add(member)
+            cp.flush()
+            people.append((user.id, member.id, user.email))
+    sup_user, sup_member, sup_email = people[-1]
+    supervisor = Actor(member_id=sup_member, label=f"Supervisor <{sup_email}>", request_id="bench")
+    with tenant_transaction(ref, db=db, actor=supervisor) as s:
+        line = make_line(s)
+        version = make_recipe_version(s, RECIPE)
+        reactors = [make_equipment(s, line, tag=f"BR-B{i:02d}", capacity="20").id for i in range(TABLETS)]
+    for i in range(TABLETS):
+        with tenant_transaction(ref, db=db, actor=supervisor) as s:
+            batch = services.plan_batch(s, master_recipe_id=version.master_recipe_id, batch_size="10", unit="L",
+                                        line_id=line.id, planned_start=datetime.now(UTC),
+                                        equipment={"bioreactor": reactors[i]})
+            control = services.dispatch_batch(s, batch_id=batch.id, password=PASSWORD, user_id=sup_user,
+                                              actor=supervisor)
+            step = s.execute(text("SELECT id FROM step_executions WHERE batch_id = :b"),
+                             {"b": batch.id}).scalar_one()
+            _user_id, member_id, email = people[i]
+            operator = Actor(member_id=member_id, label=f"Operator {i} <{email}>", request_id="bench")
+            s.info["actor"] = operator
+            execution.start_step(s, batch_id=batch.id, step_id=step)
+            tablets.append({"email": email, "batch": batch.id, "step": step, "hash": control.content_hash})
+    return ref.slug, tablets
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def _tablet(base: str, slug: str, tablet: dict, entry_ms: list[float], trivial_ms: list[float],
+            errors: list[str], start: threading.Barrier) -> None:
+    http = requests.Session()
+    login = http.get(f"{base}/login", timeout=30).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    http.post(f"{base}/login", data={"email": tablet["email"], "password": PASSWORD, "csrf_token": token},
+              timeout=30)
+    page = http.get(f"{base}/t/{slug}/batches/{tablet['batch']}/steps/{tablet['step']}", timeout=30).text
+    csrf = re.search(r'data-csrf="([^"]+)"', page).group(1)
+    headers = {"X-CSRFToken": csrf, "Accept": "application/json"}
+    api = f"{base}/t/{slug}/api/v1/batches/{tablet['batch']}/steps/{tablet['step']}"
+    rng = random.Random(tablet["batch"])  # noqa: S311 (think times, not secrets)
+    start.wait()
+    for i in range(ENTRIES_PER_TABLET):
+        time.sleep(rng.uniform(0.5, 1.5))
+        value = f"{rng.uniform(36.6, 37.4):.2f}"
+        capture = f"t{i:02d}"
+        http.post(f"{api}/check", json={"capture": capture, "value": value}, headers=headers, timeout=30)
+        body = {"capture": capture, "value": value, "unit": "degC", "idempotency_key": uuid.uuid4().hex,
+                "control_recipe_hash": tablet["hash"], "device_time": datetime.now(UTC).isoformat(),
+                "device_sent_at": datetime.now(UTC).isoformat()}
+        began = time.perf_counter()
+        try:
+            response = http.post(f"{api}/entries", json=body, headers=headers, timeout=30)
+            took = (time.perf_counter() - began) * 1000
+            if response.status_code != 201:
+                errors.append(f"{response.status_code} {response.text[:200]}")
+            else:
+                entry_ms.append(took)
+        except requests.RequestException as exc:
+            errors.append(str(exc))
+        began = time.perf_counter()
+        try:
+            if http.get(f"{base}/healthz", timeout=30).status_code == 200:
+                trivial_ms.append((time.perf_counter() - began) * 1000)
+            else:
+                errors.append("healthz failed")
+        except requests.RequestException as exc:
+            errors.append(f"healthz: {exc}")
+
+
+def main() -> None:
+    app = bench_app("step_entry")
+    with app.app_context():
+        slug, tablets = _setup(app)
+    db = app.extensions["batchline.db"]
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": db.owner.url.render_as_string(hide_password=False),
+           "REDIS_URL": app.config["REDIS_URL"], "BATCHLINE_SECRET_KEY": app.config["SECRET_KEY"],
+           "BATCHLINE_RATELIMIT_ENABLED": "false", "BATCHLINE_BIND": f"127.0.0.1:{port}"}
+    db.dispose()
+    log = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the server)
+    # S603: this virtualenv's own gunicorn with the repository's production settings.
+    server = subprocess.Popen([str(os.path.join(os.path.dirname(sys.executable), "gunicorn")), "-c",
+                               str(REPO_ROOT / "infra" / "gunicorn.conf.py"), "--access-logfile", "/dev/null",
+                               "app.wsgi:app"], cwd=REPO_ROOT, env=env, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        entry_ms: list[float] = []
+        trivial_ms: list[float] = []
+        errors: list[str] = []
+        barrier = threading.Barrier(TABLETS)
+        threads = [threading.Thread(target=_tablet, args=(base, slug, t, entry_ms, trivial_ms, errors, barrier))
+                   for t in tablets]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - started
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+    if errors:
+        print(f"# first errors: {errors[:3]}", file=sys.stderr)
+    print(f"# {len(entry_ms)} entries from {TABLETS} tablets in {wall:.1f}s "
+          f"({len(entry_ms) / wall:.1f} entries/s, with as many live checks and health calls)")
+    p99_entry, p99_trivial = _percentile(entry_ms, 99), _percentile(trivial_ms, 99)
+    report("step_entry_p50_ms", statistics.median(entry_ms), "ms")
+    report("step_entry_p99_ms", p99_entry, "ms")
+    report("step_entry_errors", len(errors), "count")
+    report("trivial_p99_ms", p99_trivial, "ms")
+    report("step_entry_vs_trivial_p99_ratio", p99_entry / p99_trivial, "x")
+
+
+if __name__ == "__main__":
+    main()
