@@ -1,7 +1,7 @@
 """Recipes: images shown in step instructions, frozen with their version.
 
 Revision ID: trc03
-Revises: trc02
+Revises: tba01
 Create Date: 2026-11-27 11:00
 
 SQL is copied from app/recipes/models.py on purpose: a migration is history and must not change when the model
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "trc03"
-down_revision = "trc02"
+down_revision = "tba01"
 branch_labels = None
 depends_on = None
 
