@@ -35,18 +35,21 @@ class Rule:
     code: str
     label: str
     types: tuple[str, ...]
-    #: One severity, or one per criticality (`{"critical": ..., "key": ..., "non_key": ..., "default": ...}`).
+    #: One severity, or a map looked up by exception type, then criticality, then "default".
     severity: str | dict[str, str]
     #: True: the exception cannot simply be accepted; it must be escalated to a deviation closed before release.
     blocking: bool
     #: Signatures a disposition needs (1, or 2 by different people).
     signatures: int
 
-    def severity_for(self, criticality: str | None = None) -> str:
-        """The severity of an exception of this class (by the crossed parameter's criticality, if it varies)."""
+    def severity_for(self, criticality: str | None = None, exception_type: str | None = None) -> str:
+        """The severity of an exception of this class (by its type, then the crossed parameter's criticality)."""
         if isinstance(self.severity, str):
             return self.severity
-        return self.severity.get(criticality or "default") or self.severity.get("default") or "major"
+        for key in (exception_type, criticality, "default"):
+            if key and key in self.severity:
+                return self.severity[key]
+        return "major"
 
     def blocks(self, severity: str) -> bool:
         """True when an exception of this class and severity needs a closed deviation before release."""
@@ -85,7 +88,7 @@ class RuleSet:
         """(class, severity, blocks release, signatures) of one exception under this rule set."""
         code = self.class_of(exception_type)
         rule = self.rule(code)
-        severity = rule.severity_for(criticality)
+        severity = rule.severity_for(criticality, exception_type)
         if code == UNCLASSIFIED and raised_severity in SEVERITIES:
             severity = raised_severity
         return code, severity, rule.blocks(severity), rule.signatures
@@ -114,16 +117,16 @@ def default_version(path: Path | None = None) -> str:
     return str(default_document(path)["version"])
 
 
-def _check_severity(value: Any, where: str) -> str | dict[str, str]:
+def _check_severity(value: Any, where: str, types: tuple[str, ...] = ()) -> str | dict[str, str]:
     if isinstance(value, str):
         if value not in SEVERITIES:
             raise ValidationError(f"{where}: severity {value!r} is not one of {', '.join(SEVERITIES)}")
         return value
     if isinstance(value, dict):
-        unknown = sorted(set(value) - set(CRITICALITIES))
+        unknown = sorted(set(value) - set(CRITICALITIES) - set(types))
         if unknown:
-            raise ValidationError(f"{where}: {', '.join(unknown)} is not a criticality "
-                                  f"({', '.join(CRITICALITIES)})")
+            raise ValidationError(f"{where}: {', '.join(unknown)} is neither a criticality "
+                                  f"({', '.join(CRITICALITIES)}) nor an exception type of the class")
         return {str(k): str(_check_severity(v, f"{where} ({k})")) for k, v in value.items()}
     raise ValidationError(f"{where}: severity must be one of {', '.join(SEVERITIES)}")
 
@@ -145,7 +148,7 @@ def clean_overrides(overrides: Any, *, path: Path | None = None) -> dict[str, di
                                   "signatures)")
         item: dict[str, Any] = {}
         if "severity" in change:
-            item["severity"] = _check_severity(change["severity"], code)
+            item["severity"] = _check_severity(change["severity"], code, tuple(classes[code]["types"]))
         if "blocking" in change:
             if not isinstance(change["blocking"], bool):
                 raise ValidationError(f"{code}: blocking must be true or false")

@@ -2,7 +2,7 @@
 release decisions; guard triggers.
 
 Revision ID: trv01
-Revises: tba01, trc03 (also merges the two heads batches and recipe attachments left)
+Revises: trc03
 Create Date: 2026-11-29 10:00
 
 SQL is copied from app/review/models.py on purpose: a migration is history and must not change when the model
@@ -12,7 +12,7 @@ code does.
 from alembic import op
 
 revision = "trv01"
-down_revision = ("tba01", "trc03")
+down_revision = "trc03"
 branch_labels = None
 depends_on = None
 
