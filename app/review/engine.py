@@ -626,7 +626,8 @@ def _engine_exceptions(ctx: Context) -> CheckOutcome:
     return CheckOutcome("engine_exceptions", "", not floor,
                         f"{len(floor)} exceptions raised during execution"
                         + (": " + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items())) if floor else ""),
-                        counts={"exceptions": len(floor), "by_type": dict(by_type)})
+                        counts={"exceptions": len(floor), "by_type": dict(by_type)},
+                        exception_ids=[e.id for e in floor])
 
 
 AUDIT_RANGE_SQL = text("""

@@ -59,7 +59,7 @@ def _signed(fn: Any, done: str, back: str) -> Any:
         flash(str(exc), "error")
         return redirect(back, 303)
     esign.note_signature_made()
-    flash(done, "success")
+    flash(done, "ok")
     return redirect(back, 303)
 
 
@@ -71,7 +71,7 @@ def _act(fn: Any, done: str, back: str) -> Any:
     except BatchlineError as exc:
         flash(str(exc), "error")
         return redirect(back, 303)
-    flash(done, "success")
+    flash(done, "ok")
     return redirect(back, 303)
 
 
@@ -121,7 +121,7 @@ def run_checks(batch_id: int) -> Any:
     """Queue an RBE run over the batch (the `reports` worker runs it)."""
     with _tx() as session:
         enqueue(session, "app.review.jobs:run_rbe_job", batch_id=batch_id, trigger="on_demand")
-    flash("The review-by-exception checks are queued; this page shows the new run once it has finished.", "success")
+    flash("The review-by-exception checks are queued; this page shows the new run once it has finished.", "ok")
     return redirect(_review_back(batch_id), 303)
 
 
@@ -251,7 +251,7 @@ def open_deviation() -> Any:
     except BatchlineError as exc:
         flash(str(exc), "error")
         return redirect(url_for("review.deviations"), 303)
-    flash("Deviation opened.", "success")
+    flash("Deviation opened.", "ok")
     return redirect(url_for("review.deviation", deviation_id=created["id"]), 303)
 
 

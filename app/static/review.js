@@ -2,7 +2,7 @@
 (function () {
   "use strict";
   var panel = document.getElementById("readiness");
-  if (!panel || !window.fetch) { return; }
+  if (!panel || !window.fetch || !document.getElementById("readiness-blockers")) { return; }
   var url = panel.getAttribute("data-url");
   function render(data) {
     var verdict = document.getElementById("readiness-verdict");

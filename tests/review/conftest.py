@@ -91,6 +91,33 @@ class ReviewFloor(Floor):
         self.finish(batch_id)
         return batch_id
 
+    def two_exception_batch(self) -> int:
+        """A completed batch with an out-of-limit temperature (critical) and an alarm-limit pH (minor)."""
+        batch_id = self.new_batch()
+        self.start(batch_id, "clearance")
+        self.enter(batch_id, "clearance", "room_clear", {"value": True})
+        self.enter(batch_id, "clearance", "vessel", {"code": f"EQ:{self.reactor_tag}"})
+        self.sign_all(batch_id, "clearance")
+        self.complete(batch_id, "clearance")
+        self.start(batch_id, "charge")
+        self.enter(batch_id, "charge", "medium", {"code": f"LOT:{self.lots['MED-T']}", "quantity": "8", "unit": "L"})
+        self.enter(batch_id, "charge", "temp", {"value": "38.4", "unit": "degC"},
+                   acknowledgement="heater overshoot, back in range within 2 min")
+        self.sign_all(batch_id, "charge")
+        self.complete(batch_id, "charge")
+        self.start(batch_id, "bolus")
+        self.enter(batch_id, "bolus", "glucose", {"code": f"LOT:{self.lots['GLC-T']}", "quantity": "0.5", "unit": "L"})
+        self.sign_all(batch_id, "bolus")
+        self.complete(batch_id, "bolus")
+        self.start(batch_id, "sample")
+        self.enter(batch_id, "sample", "sample_id", {"value": "S-0005"})
+        self.enter(batch_id, "sample", "ph", {"value": "7.14"})
+        self.enter(batch_id, "sample", "appearance", {"value": "Clear"})
+        self.sign_all(batch_id, "sample")
+        self.complete(batch_id, "sample")
+        self.finish(batch_id)
+        return batch_id
+
     # -- review ---------------------------------------------------------------------------------------------------
 
     def rbe(self, batch_id: int, who: Member | None = None) -> Any:
