@@ -484,22 +484,9 @@ def sensor_scan(ctx: Context, windows: list[dict[str, Any]], sensors: list[Any])
     return out
 
 
-def sensor_path_installed() -> bool:
-    """True when the sensor area's tables are part of this deployment."""
-    import importlib.util
-
-    return importlib.util.find_spec("app.sensors.models") is not None
-
-
-NO_SENSOR_PATH = "the sensor path is not installed in this deployment: no readings or episodes exist to check"
-
-
 @check("sensor_coverage", "Sensor coverage of every critical phase without gaps, by gateways")
 def _sensor_coverage(ctx: Context) -> CheckOutcome:
     from app.plant.models import Sensor
-
-    if not sensor_path_installed():
-        return CheckOutcome("sensor_coverage", "", True, NO_SENSOR_PATH)
 
     windows = _critical_windows(ctx)
     equipment = {w["equipment_id"] for w in windows}
@@ -570,8 +557,6 @@ def episode_type(kind: str, rule: str) -> str:
 
 def batch_episodes(session: Session, batch: Batch) -> list[Any]:
     """Sensor episodes of the batch: linked to it, or on its equipment while it occupied it."""
-    if not sensor_path_installed():
-        return []
     from app.batches.models import EquipmentUse
     from app.sensors.models import SensorEpisode
 
@@ -590,9 +575,6 @@ def batch_episodes(session: Session, batch: Batch) -> list[Any]:
 @check("sensor_episodes", "Sensor exception episodes of the batch collected")
 def _sensor_episodes(ctx: Context) -> CheckOutcome:
     from app.plant.models import Sensor
-
-    if not sensor_path_installed():
-        return CheckOutcome("sensor_episodes", "", True, NO_SENSOR_PATH)
 
     episodes = batch_episodes(ctx.session, ctx.batch)
     tags = dict(ctx.session.execute(select(Sensor.id, Sensor.tag).where(

@@ -92,7 +92,7 @@ def test_queue_review_page_dispositions_report_and_metrics(client, make_review_f
     assert report.status_code == 200 and report.mimetype == "application/json"
     body = report.get_json()
     assert body["schema"] == "batchline.rbe-report/1" and len(body["content_hash"]) == 64
-    assert [c["code"] for c in body["rbe"]["checks"]][0] == "steps_complete"
+    assert body["rbe"]["checks"][0]["code"] == "steps_complete"
     assert body["rbe"]["rule_set_version"] == "2026.1"
     labels = {g["label"] for g in body["exceptions"]}
     assert labels == {"Out-of-limit value", "Alarm-limit value", "Skipped optional step"}

@@ -2,8 +2,8 @@
 release decisions; guard triggers.
 
 Revision ID: trv01
-Revises: trc03
-Create Date: 2026-11-29 10:00
+Revises: tsn0001
+Create Date: 2026-11-29 11:00
 
 SQL is copied from app/review/models.py on purpose: a migration is history and must not change when the model
 code does.
@@ -12,7 +12,7 @@ code does.
 from alembic import op
 
 revision = "trv01"
-down_revision = "trc03"
+down_revision = "tsn0001"
 branch_labels = None
 depends_on = None
 
