@@ -65,9 +65,6 @@ from app.review.rules import RuleSet
 
 #: How the RBE is named on what it raises and records.
 RBE_LABEL = "system: review by exception"
-#: Sensor data gap threshold: this many sampling periods without a good reading, and at least `min_s` seconds.
-GAP_PERIODS = 3
-GAP_MIN_S = 10.0
 
 
 @dataclass
@@ -464,7 +461,7 @@ def sensor_scan(ctx: Context, windows: list[dict[str, Any]], sensors: list[Any])
 
     if not windows or not sensors:
         return {}
-    thresholds = [max(float(s.sampling_period_s) * GAP_PERIODS, GAP_MIN_S) for s in sensors]
+    thresholds = [ctx.rules.gap_threshold_s(float(s.sampling_period_s)) for s in sensors]
     lo = min(w["start"] for w in windows) - timedelta(seconds=max(thresholds))
     hi = max(w["end"] for w in windows) + timedelta(seconds=max(thresholds))
     # Payloads posted with a person's own token rather than by a gateway: manual data where automation belongs.
@@ -504,7 +501,7 @@ def _sensor_coverage(ctx: Context) -> CheckOutcome:
             continue
         for sensor in matching:
             covered += 1
-            threshold = max(float(sensor.sampling_period_s) * GAP_PERIODS, GAP_MIN_S)
+            threshold = ctx.rules.gap_threshold_s(float(sensor.sampling_period_s))
             data = scan.get(sensor.id) or {"gaps": [], "first": None, "last": None}
             start, end = window["start"], window["end"]
             holes = []

@@ -71,6 +71,13 @@ class RuleSet:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: Exception type -> class.
     index: dict[str, str] = field(default_factory=dict)
+    #: Numeric settings of the checks (sensor gap threshold).
+    settings: dict[str, float] = field(default_factory=dict)
+
+    def gap_threshold_s(self, sampling_period_s: float) -> float:
+        """Longest tolerated time without a good reading of a sensor in a critical phase, in seconds."""
+        return max(float(self.settings.get("sensor_gap_periods", 3)) * sampling_period_s,
+                   float(self.settings.get("sensor_gap_min_s", 10)))
 
     def class_of(self, exception_type: str) -> str:
         """The class an exception type belongs to (UNCLASSIFIED when no rule names it)."""
@@ -96,7 +103,7 @@ class RuleSet:
     def as_dict(self) -> dict[str, Any]:
         """JSON snapshot of the whole set (what an RBE run was judged by)."""
         return {"version": self.version, "classes": {k: r.as_dict() for k, r in self.rules.items()},
-                "overrides": self.overrides}
+                "settings": self.settings, "overrides": self.overrides}
 
 
 @lru_cache(maxsize=4)
@@ -138,6 +145,9 @@ def clean_overrides(overrides: Any, *, path: Path | None = None) -> dict[str, di
     classes = default_document(path)["classes"]
     clean: dict[str, dict[str, Any]] = {}
     for code, change in overrides.items():
+        if code == "settings":
+            clean["settings"] = _clean_settings(change)
+            continue
         if code not in classes:
             raise ValidationError(f"{code!r} is not an exception class (use one of: {', '.join(sorted(classes))})")
         if not isinstance(change, dict):
@@ -162,12 +172,31 @@ def clean_overrides(overrides: Any, *, path: Path | None = None) -> dict[str, di
     return clean
 
 
+#: Settings a tenant may change, with their bounds.
+SETTING_BOUNDS = {"sensor_gap_periods": (1.0, 100.0), "sensor_gap_min_s": (0.0, 3600.0)}
+
+
+def _clean_settings(change: Any) -> dict[str, float]:
+    if not isinstance(change, dict):
+        raise ValidationError("settings must be an object {name: number}")
+    clean = {}
+    for name, value in change.items():
+        if name not in SETTING_BOUNDS:
+            raise ValidationError(f"{name!r} is not a review setting (use one of: {', '.join(SETTING_BOUNDS)})")
+        low, high = SETTING_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= float(value) <= high:
+            raise ValidationError(f"{name} must be a number from {low:g} to {high:g}")
+        clean[name] = float(value)
+    return clean
+
+
 def build_rule_set(overrides: dict[str, Any] | None = None, *, tenant_version: int | None = None,
                    path: Path | None = None) -> RuleSet:
     """The effective rule set: the shipped default with the tenant's overrides applied."""
     document = default_document(path)
     overrides = overrides or {}
     rules: dict[str, Rule] = {}
+    settings = {**{k: float(v) for k, v in document.get("settings", {}).items()}, **overrides.get("settings", {})}
     for code, spec in document["classes"].items():
         merged = {**spec, **overrides.get(code, {})}
         rules[code] = Rule(code=code, label=str(spec["label"]), types=tuple(spec["types"]),
@@ -175,7 +204,7 @@ def build_rule_set(overrides: dict[str, Any] | None = None, *, tenant_version: i
                            signatures=int(merged["signatures"]))
     version = str(document["version"]) + (f"+t{tenant_version}" if tenant_version else "")
     index = {t: code for code, rule in rules.items() for t in rule.types}
-    return RuleSet(version=version, rules=rules, overrides=overrides, index=index)
+    return RuleSet(version=version, rules=rules, overrides=overrides, index=index, settings=settings)
 
 
 def worst(severities: list[str]) -> str | None:
