@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app.audit.registry import NOT_GMP, gmp_table_info, protect_gmp_table, register_record_type
 from app.core.db import CreatedAt, TenantBase
 
 INGEST_STATUSES = ("queued", "processed", "failed")
@@ -50,7 +51,7 @@ class SensorIngest(TenantBase):
               postgresql_where=text("message_id IS NOT NULL")),
         Index("ix_sensor_ingests_received_at", "received_at"),
         CheckConstraint("status IN ('queued', 'processed', 'failed')", name="status"),
-        {"info": {"privileges": "read_write"}},
+        {"info": gmp_table_info("sensor_ingest")},
     )
 
     #: The ingest id returned to the gateway.
@@ -95,7 +96,9 @@ class SensorReading(TenantBase):
         PrimaryKeyConstraint("sensor_id", "ts", name="pk_sensor_readings"),
         # Time-ordered appends make BRIN tiny and enough for time-range scans across sensors.
         Index("ix_sensor_readings_ts_brin", "ts", postgresql_using="brin"),
-        {"postgresql_partition_by": "RANGE (ts)", "info": {"privileges": "append_only"}},
+        # Raw data, protected by privilege (the tenant role may only INSERT and SELECT): not a delete-refusing
+        # GMP table, because partition maintenance moves rows out of the default partition as the owner.
+        {"postgresql_partition_by": "RANGE (ts)", "info": {**NOT_GMP, "privileges": "append_only"}},
     )
 
     #: The sensor (plant area's `sensors.id`).
@@ -118,7 +121,7 @@ class SensorAnalysisState(TenantBase):
     """Where analysis of one sensor stands: cursor, in-control model and recursive chart state."""
 
     __tablename__ = "sensor_analysis_state"
-    __table_args__ = {"info": {"privileges": "read_write"}}
+    __table_args__ = {"info": {**NOT_GMP, "privileges": "read_write"}}
 
     #: The sensor.
     sensor_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -145,7 +148,7 @@ class SensorEpisode(CreatedAt, TenantBase):
         Index("ix_sensor_episodes_batch_id", "batch_id"),
         Index("ix_sensor_episodes_open", "sensor_id", postgresql_where=text("is_open")),
         CheckConstraint("kind IN ('process', 'health', 'multivariate')", name="kind"),
-        {"info": {"privileges": "read_write"}},
+        {"info": gmp_table_info("sensor_episode")},
     )
 
     #: Never reused.
@@ -194,7 +197,7 @@ class PcaState(TenantBase):
     """Where scoring of one PCA model stands: last scored bucket and its open episodes."""
 
     __tablename__ = "sensor_pca_state"
-    __table_args__ = {"info": {"privileges": "read_write"}}
+    __table_args__ = {"info": {**NOT_GMP, "privileges": "read_write"}}
 
     #: The PCA model (`sensor_pca_models.id`).
     model_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -212,7 +215,7 @@ class PcaModel(CreatedAt, TenantBase):
     __tablename__ = "sensor_pca_models"
     __table_args__ = (
         Index("ix_sensor_pca_models_equipment_id_phase", "equipment_id", "phase"),
-        {"info": {"privileges": "append_only"}},
+        {"info": gmp_table_info("sensor_pca_model", privileges="append_only")},
     )
 
     #: Never reused; the newest model of an equipment/phase is the one in force.
@@ -269,3 +272,10 @@ INSTALL_SQL = [DEFAULT_PARTITION_SQL, ENSURE_PARTITION_SQL]
 
 for _statement in INSTALL_SQL:
     event.listen(SensorReading.__table__, "after_create", DDL(_statement.replace("%", "%%")))
+
+
+for _model in (SensorIngest, SensorEpisode, PcaModel):
+    protect_gmp_table(_model.__table__)
+register_record_type("sensor_ingest", label="Sensor ingest", table="sensor_ingests")
+register_record_type("sensor_episode", label="Sensor exception episode", table="sensor_episodes")
+register_record_type("sensor_pca_model", label="PCA monitoring model", table="sensor_pca_models")
