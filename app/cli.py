@@ -135,14 +135,20 @@ def tenants_drop(slug: str, yes: bool) -> None:
 def worker(burst: bool, queues: tuple[str, ...]) -> None:
     """Run an RQ worker on the given queues (default: all)."""
     import redis
-    from rq import Worker
     from rq.serializers import JSONSerializer
 
-    from app.core.jobs import QUEUES
+    from app.core.jobs import QUEUES, BatchlineWorker
 
+    config = current_app.config
     # The worker blocks on BRPOP for minutes: no short socket timeout here, unlike the web client.
-    conn = redis.Redis.from_url(current_app.config["REDIS_URL"])
-    Worker(list(queues or QUEUES), connection=conn, serializer=JSONSerializer).work(burst=burst)
+    conn = redis.Redis.from_url(config["REDIS_URL"])
+    worker = BatchlineWorker(list(queues or QUEUES), connection=conn, serializer=JSONSerializer,
+                             job_monitoring_interval=int(config["WORKER_JOB_MONITORING_INTERVAL_S"]),
+                             maintenance_interval=int(config["WORKER_MAINTENANCE_INTERVAL_S"]))
+    worker.heartbeat_grace_s = int(config["WORKER_HEARTBEAT_GRACE_S"])
+    # with_scheduler: retries with a back-off interval wait in RQ's scheduled registry; without a scheduler
+    # they would never be moved back to their queue.
+    worker.work(burst=burst, with_scheduler=True)
 
 
 @click.command("scheduler")
@@ -159,9 +165,10 @@ from app.audit.cli import audit_group  # noqa: E402  (area commands register aft
 from app.billing.cli import billing_group  # noqa: E402
 from app.jobs.cli import jobs_group  # noqa: E402
 from app.recipes.cli import validation_group  # noqa: E402
+from app.sensors.cli import gateway_group, sensors_group, simulate  # noqa: E402
 
 COMMANDS = [db_group, tenants_group, worker, scheduler, jobs_group, audit_group, billing_group,
-            validation_group]
+            validation_group, gateway_group, simulate, sensors_group]
 
 
 def register_flask_cli(app: Any) -> None:

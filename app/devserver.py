@@ -52,9 +52,15 @@ def _prepare_demo() -> tuple[str, str]:
             creds.write_text(f"{DEMO_EMAIL}\n{made.admin_password or '(existing account password)'}\n")
             creds.chmod(0o600)
         _seed_demo_batch(db, slug, Path(app.instance_path) / "demo_people.txt")
+        from app.core.tenancy import tenant_ref, tenant_transaction
+        from app.sensors.simulate import seed_demo_bioreactor
+
+        demo = tenant_by_slug(db, slug)
+        with tenant_transaction(tenant_ref(demo.id, db=db, slug=slug)) as session:
+            equipment_id = seed_demo_bioreactor(session)
     db.dispose()
     email, password = [*creds.read_text().splitlines(), "", ""][:2] if creds.exists() else (DEMO_EMAIL, "?")
-    return email, password
+    return email, password, equipment_id
 
 
 def _seed_demo_batch(db: Any, slug: str, people_file: Path) -> None:
@@ -84,12 +90,13 @@ def _seed_demo_batch(db: Any, slug: str, people_file: Path) -> None:
 @click.command("run")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--no-worker", is_flag=True, help="Do not start the RQ worker and scheduler.")
-def run_command(bind: str, no_worker: bool) -> None:
+@click.option("--no-simulate", is_flag=True, help="Do not feed the demo bioreactor with simulated readings.")
+def run_command(bind: str, no_worker: bool, no_simulate: bool) -> None:
     """Run web (gunicorn), an RQ worker and the scheduler, with a demo tenant."""
     _ensure_services()
     # Links in mails written by the worker point at this server unless the deployment says otherwise.
     os.environ.setdefault("BATCHLINE_PUBLIC_BASE_URL", f"http://{bind}")
-    email, password = _prepare_demo()
+    email, password, equipment_id = _prepare_demo()
     exe = Path(sys.executable).parent
     # S603: fixed argument lists naming this virtualenv's own executables; nothing comes from user input.
     commands = [[str(exe / "gunicorn"), "-c", str(REPO_ROOT / "infra" / "gunicorn.conf.py"), "--bind", bind,
@@ -97,9 +104,23 @@ def run_command(bind: str, no_worker: bool) -> None:
     if not no_worker:
         commands += [[str(exe / "batchline"), "worker"], [str(exe / "batchline"), "scheduler"]]
     procs = [subprocess.Popen(argv, cwd=REPO_ROOT) for argv in commands]  # noqa: S603
+    feeder: subprocess.Popen[bytes] | None = None
+    if not no_simulate and not no_worker:
+        # The demo feed: 20 minutes of in-control history at once (the baseline), then one sample a second
+        # for a week, with a planted 1-sigma temperature shift three minutes after start.
+        feed = [str(exe / "batchline"), "simulate", "--tenant", "demo", "--equipment", str(equipment_id),
+                "--url", f"http://{bind}", "--backfill", "1200", "--samples", str(7 * 86400), "--realtime",
+                "--fault", "shift:TT-101:1.0@1380", "--seed", str(int(time.time())),
+                # ARL0 370 at one sample a second is a false alarm every ~6 min per sensor; the demo designs
+                # for 5000 samples (a 1-sigma step is then caught in ~17 samples instead of ~12).
+                "--arl0", "5000"]
+        # Not in `procs`: the feed ending (or failing) must not stop the product.
+        feeder = subprocess.Popen(feed, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)  # noqa: S603
     click.echo("")
     click.echo(f"Batchline is running: http://{bind}/login")
     click.echo(f"  demo tenant: http://{bind}/t/demo/   sign in as {email} / {password}")
+    if not no_simulate and not no_worker:
+        click.echo(f"  live sensors of BR-101: http://{bind}/t/demo/sensors/ (a 1-sigma TT-101 shift in ~3 min)")
     people = Path(REPO_ROOT / "instance" / "demo_people.txt")
     if people.exists():
         click.echo(f"  demo people (operator, supervisor, QA...): see {people}")
@@ -107,9 +128,9 @@ def run_command(bind: str, no_worker: bool) -> None:
     click.echo("  Ctrl-C stops everything.")
 
     def stop(*_args: object) -> None:
-        for p in procs:
+        for p in [*procs, *([feeder] if feeder else [])]:
             p.terminate()
-        for p in procs:
+        for p in [*procs, *([feeder] if feeder else [])]:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:

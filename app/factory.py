@@ -61,13 +61,15 @@ def _blueprints() -> list[Any]:
     from app.plant.views import bp as plant_bp
     from app.recipes.api import bp as recipes_api_bp
     from app.recipes.views import bp as recipes_bp
+    from app.review.views import bp as review_bp
+    from app.sensors.views import bp as sensors_bp
     from app.signup.views import bp as signup_bp
     from app.signup.views import onboarding_bp
 
     return [health_bp, accounts_bp, accounts_admin_bp, accounts_api_bp, home_bp, jobs_bp, audit_bp, esign_bp,
             signup_bp, onboarding_bp, billing_bp, billing_webhook_bp, api_tokens_bp, api_docs_bp, oauth_bp,
             load_operations(), plant_bp, plant_api_bp, materials_bp, materials_api_bp, onboarding_flow_bp,
-            recipes_bp, recipes_api_bp, batches_bp, batches_api_bp]
+            recipes_bp, recipes_api_bp, batches_bp, batches_api_bp, sensors_bp, review_bp]
 
 
 #: Blueprints authenticated by something other than the session cookie (bearer tokens, Stripe signatures,

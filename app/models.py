@@ -15,11 +15,13 @@ from app.materials import models as materials_models
 from app.onboarding import models as onboarding_models
 from app.plant import models as plant_models
 from app.recipes import models as recipes_models
+from app.review import models as review_models
+from app.sensors import models as sensors_models
 from app.signup import models as signup_models
 from app.tenancy import models as tenancy_models
 
 __all__ = [
     "PublicBase", "TenantBase", "accounts_models", "api_models", "audit_models", "batches_models", "billing_models",
     "core_jobs", "esign_models", "materials_models", "onboarding_models", "plant_models", "recipes_models",
-    "signup_models", "tenancy_models",
+    "review_models", "sensors_models", "signup_models", "tenancy_models",
 ]

@@ -15,7 +15,8 @@ from app.core.web import MEMBER
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
     400: "Bad request", 401: "Missing, unknown, expired or revoked token", 402: "The workspace is read-only",
-    403: "The token lacks the scope", 404: "Not found in this tenant", 415: "Body is not JSON",
+    403: "The token lacks the scope", 404: "Not found in this tenant", 413: "Payload too large",
+    415: "Body is not JSON",
     422: "Validation failed", 429: "Rate limit exceeded",
 }
 

@@ -37,7 +37,7 @@ from app.core.tenancy import control_session
 from app.core.web import MEMBER, PUBLIC, READ_ONLY_MESSAGE, SAFE_METHODS, problem, requires
 
 #: Modules whose `@operation`s make up the API; an area adds its `api.py` here.
-API_MODULES = ["app.api.resources", "app.billing.api"]
+API_MODULES = ["app.api.resources", "app.billing.api", "app.sensors.api"]
 
 api_v1 = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 

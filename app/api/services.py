@@ -108,6 +108,21 @@ def revoke_oauth_client(session: Session, *, tenant_id: int, client_row_id: int)
                     .values(revoked_at=func.now()))
 
 
+def rotate_oauth_client_secret(session: Session, *, tenant_id: int, client_row_id: int) -> IssuedSecret:
+    """Give a client a new secret (shown once); the old secret and every token issued under it stop working."""
+    client = session.scalar(select(OAuthClient).where(
+        OAuthClient.id == client_row_id, OAuthClient.tenant_id == tenant_id, OAuthClient.revoked_at.is_(None),
+    ).with_for_update())
+    if client is None:
+        raise NotFound("no such active client")
+    secret = secrets.token_urlsafe(32)
+    client.secret_hash = hash_secret(secret)
+    session.execute(update(ApiToken).where(ApiToken.oauth_client_id == client.id, ApiToken.revoked_at.is_(None))
+                    .values(revoked_at=func.now()))
+    session.flush()
+    return IssuedSecret(id=client.id, secret=secret, client_id=client.client_id)
+
+
 def check_client_secret(client: OAuthClient, secret: str) -> bool:
     """Constant-time comparison of a presented secret with the stored hash."""
     return hmac.compare_digest(client.secret_hash, hash_secret(secret or ""))

@@ -355,8 +355,13 @@ def step(batch_id: int, step_id: int) -> Any:
         if st is None or st.batch_id != b.id:
             abort(404)
         view = queries.step_view(session, b, st)
+        # Live sensor tiles and open alarms of the equipment the step runs on (the sensor path, issue 8).
+        from app.sensors.queries import tiles as sensor_tiles
+
+        tiles = sensor_tiles(session, equipment_id=st.equipment_id) if st.equipment_id else []
         return render_template("batches/step.html", v=view, b=b, st=st, statuses=BATCH_STATUSES,
-                               step_statuses=STEP_STATUSES, require_user_id=esign.identification_required())
+                               step_statuses=STEP_STATUSES, require_user_id=esign.identification_required(),
+                               sensor_tiles=tiles)
 
 
 @bp.post("/batches/<int:batch_id>/steps/<int:step_id>/start")

@@ -26,6 +26,13 @@ def defaults() -> dict[str, Any]:
         "JOB_RETRY_INTERVALS": [2, 10, 60],
         "OUTBOX_RELAY_INTERVAL_S": 5.0,
         "OUTBOX_RELAY_MIN_AGE_S": 2.0,
+        # A dispatched job still unfinished after this long whose RQ job is gone (Redis restarted) is re-pushed.
+        "OUTBOX_LOST_AFTER_S": 300.0,
+        # Abandoned-job detection: a job whose worker died (SIGKILL, OOM, host loss) stops heart-beating; once
+        # its heartbeat is older than interval + grace, the next registry maintenance retries it.
+        "WORKER_JOB_MONITORING_INTERVAL_S": 30,
+        "WORKER_HEARTBEAT_GRACE_S": 60,
+        "WORKER_MAINTENANCE_INTERVAL_S": 60,
         "SESSION_COOKIE_NAME": "batchline_session",
         "SESSION_COOKIE_HTTPONLY": True,
         # Lax, not Strict: the SSO callback is a top-level redirect from the provider and must carry the cookie.
@@ -87,4 +94,6 @@ def defaults() -> dict[str, Any]:
         # Public API: per-credential rate limit (flask-limiter syntax) and OAuth access-token lifetime.
         "API_RATE_LIMIT": "600 per minute",
         "OAUTH_TOKEN_EXPIRES_S": 3600,
+        # Largest sensor ingest payload accepted by POST /api/v1/ingest (bytes).
+        "INGEST_MAX_BYTES": 10 * 1024 * 1024,
     }

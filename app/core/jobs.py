@@ -25,7 +25,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 from flask import Flask, current_app
-from rq import Queue, Retry
+from rq import Queue, Retry, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from sqlalchemy import Identity, Index, String, Text, select, text, update
@@ -190,9 +190,16 @@ def dispatch(app: Flask, ref: TenantRef, outbox_ids: list[int]) -> int:
         return _push_and_mark(app, session, rows, lambda row: _push(app, ref.id, row), f"tenant {ref.id}")
 
 
-def relay_tenant(app: Flask, ref: TenantRef, *, min_age_s: float | None = None) -> int:
-    """Push every undispatched outbox row of one tenant older than `min_age_s` (the relay's sweep)."""
+def relay_tenant(app: Flask, ref: TenantRef, *, min_age_s: float | None = None,
+                 lost_after_s: float | None = None) -> int:
+    """Push every undispatched outbox row of one tenant older than `min_age_s` (the relay's sweep).
+
+    Also re-push rows that were dispatched more than `lost_after_s` ago, are not finished, and whose RQ job no
+    longer exists: Redis restarted without persistence (or was flushed) and took the queued job with it. The
+    job is idempotent, so a job that was merely slow is never run twice in effect.
+    """
     age = app.config["OUTBOX_RELAY_MIN_AGE_S"] if min_age_s is None else min_age_s
+    lost = app.config["OUTBOX_LOST_AFTER_S"] if lost_after_s is None else lost_after_s
     with app.app_context(), tenant_transaction(ref) as session:
         ids = session.scalars(
             select(OutboxMessage.id).where(
@@ -200,7 +207,35 @@ def relay_tenant(app: Flask, ref: TenantRef, *, min_age_s: float | None = None) 
                 OutboxMessage.created_at <= text("now() - make_interval(secs => :age)").bindparams(age=age),
             )
         ).all()
-    return dispatch(app, ref, list(ids)) if ids else 0
+        stale = session.scalars(
+            select(OutboxMessage.id).where(
+                OutboxMessage.finished_at.is_(None),
+                OutboxMessage.dispatched_at <= text("now() - make_interval(secs => :lost)").bindparams(lost=lost),
+            )
+        ).all()
+    pushed = dispatch(app, ref, list(ids)) if ids else 0
+    if stale:
+        pushed += _redispatch_lost(app, ref, list(stale))
+    return pushed
+
+
+def _redispatch_lost(app: Flask, ref: TenantRef, outbox_ids: list[int]) -> int:
+    """Push again the dispatched, unfinished rows whose job Redis no longer has."""
+    conn = redis_connection(app)
+    try:
+        missing = [i for i in outbox_ids if not Job.exists(job_id(ref.id, i), connection=conn)]
+    except redis.RedisError as exc:
+        log.warning("redis unavailable, cannot check lost jobs of tenant %s: %s", ref.id, exc)
+        return 0
+    if not missing:
+        return 0
+    log.warning("re-pushing %d outbox jobs of tenant %s that Redis lost", len(missing), ref.id)
+    with app.app_context(), tenant_transaction(ref) as session:
+        rows = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.id.in_(missing), OutboxMessage.finished_at.is_(None))
+            .with_for_update(skip_locked=True)
+        ).all()
+        return _push_and_mark(app, session, rows, lambda row: _push(app, ref.id, row), f"tenant {ref.id}")
 
 
 def relay_all(app: Flask, *, min_age_s: float | None = None) -> int:
@@ -218,6 +253,19 @@ def relay_all(app: Flask, *, min_age_s: float | None = None) -> int:
         except Exception:
             log.exception("outbox relay failed for tenant %s", ref.id)
     return total
+
+
+class BatchlineWorker(Worker):
+    """RQ worker whose abandoned-job detection uses our heartbeat grace instead of RQ's fixed 60 s."""
+
+    heartbeat_grace_s: int = 60
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """Return the TTL of the job's next heartbeat: past it, registry maintenance treats the job as abandoned."""
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            interval = min(job.timeout - working_time, interval)
+        return int(interval) + self.heartbeat_grace_s
 
 
 _worker_app: Flask | None = None

@@ -32,6 +32,7 @@ PERMISSIONS: dict[str, str] = {
     "jobs.read": "See background jobs and their failures",
     "settings.manage": "Change tenant settings and signature routes",
     "billing.manage": "Manage the subscription",
+    "ingest": "Push sensor readings (the scope of sensor gateways)",
 }
 
 _ALL = frozenset(PERMISSIONS)

@@ -501,6 +501,16 @@ def move_capture(data: Data, fields: Fields) -> Data:
     return out
 
 
+def add_attachment_name(data: Data, fields: Fields) -> Data:
+    """List an uploaded image on a step, so its instructions may show it as ``attachment:NAME``."""
+    out = copy.deepcopy(data)
+    phase, _ = _phase(out, _text(fields, "phase"))
+    name = _text(fields, "name")
+    if name not in phase.setdefault("attachments", []):
+        phase["attachments"].append(name)
+    return out
+
+
 def replace_document(data: Data, fields: Fields) -> Data:
     """Replace the whole document with posted JSON (the editor's JSON tab); the recipe code must stay."""
     new = load_json(_text(fields, "document"))

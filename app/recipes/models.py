@@ -29,10 +29,12 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     event,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -149,9 +151,10 @@ class RecipeVersion(CreatedAt, TenantBase):
     #: Why the version was retired.
     retired_reason: Mapped[str | None] = mapped_column(Text)
 
-    def signed_content(self) -> dict[str, Any]:
-        """The content a signature on this version attests to: identity, document hash and effective dates."""
+    def signed_content(self, attachments: dict[str, str] | None = None) -> dict[str, Any]:
+        """What a signature on this version attests to: identity, document hash, dates and its images' hashes."""
         return {"master_recipe_id": self.master_recipe_id, "version": self.version,
+                "attachments": dict(sorted((attachments or {}).items())),
                 "content_hash": self.content_hash, "recipe_code": self.recipe_code,
                 "effective_date": self.effective_date.isoformat() if self.effective_date else None,
                 "expiry_date": self.expiry_date.isoformat() if self.expiry_date else None,
@@ -210,6 +213,39 @@ class RecipeVersionDiff(CreatedAt, TenantBase):
     content_hash: Mapped[str] = mapped_column(String(64))
     #: The diff: a list of changes `{area, path, change, old, new, label}`.
     diff: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+
+
+class RecipeAttachment(CreatedAt, TenantBase):
+    """An image (or other file) shown in a step's instructions; inserted only while its version is a draft.
+
+    The document names attachments (``attachment:NAME`` in instructions, ``attachments`` on the phase); the bytes
+    live here, and their SHA-256 is part of what a signature on the version attests to. A newer upload of the
+    same name replaces the older one for display (the latest row wins), the older stays.
+    """
+
+    __tablename__ = "recipe_attachments"
+    __table_args__ = (
+        Index("ix_recipe_attachments_version_id_name", "version_id", "name"),
+        CheckConstraint("size = octet_length(data)", name="size_matches"),
+        {"info": gmp_table_info("recipe_attachment", privileges="append_only")},
+    )
+
+    #: Never reused.
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    #: The version whose instructions show it.
+    version_id: Mapped[int] = mapped_column(ForeignKey("recipe_versions.id"))
+    #: File name as the document names it (``attachment:NAME``).
+    name: Mapped[str] = mapped_column(String(128))
+    #: Media type, detected from the content (never trusted from the browser).
+    content_type: Mapped[str] = mapped_column(String(100))
+    #: Size in bytes.
+    size: Mapped[int] = mapped_column()
+    #: SHA-256 of the content.
+    sha256: Mapped[str] = mapped_column(String(64))
+    #: The content.
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    #: Membership that uploaded it.
+    member_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ValidationRun(CreatedAt, TenantBase):
@@ -308,8 +344,24 @@ $$
 """
 MASTER_GUARD_TRIGGER_SQL = ("CREATE TRIGGER master_recipes_guard BEFORE UPDATE ON master_recipes FOR EACH ROW "
                             "EXECUTE FUNCTION master_recipe_guard()")
+#: A version's images are frozen with it: new ones only while it is a draft.
+ATTACHMENT_GUARD_SQL = """
+CREATE FUNCTION recipe_attachment_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF (SELECT status FROM recipe_versions WHERE id = NEW.version_id) IS DISTINCT FROM 'draft' THEN
+    RAISE EXCEPTION 'recipe version % is not a draft: its images are frozen', NEW.version_id
+      USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  RETURN NEW;
+END
+$$
+"""
+ATTACHMENT_GUARD_TRIGGER_SQL = ("CREATE TRIGGER recipe_attachments_guard BEFORE INSERT ON recipe_attachments "
+                                "FOR EACH ROW EXECUTE FUNCTION recipe_attachment_guard()")
 #: Append-only tables refuse UPDATE too (the role has no UPDATE grant; the trigger holds even for the owner).
-APPEND_ONLY_TABLES = ("recipe_version_revisions", "recipe_version_diffs", "recipe_validation_runs")
+APPEND_ONLY_TABLES = ("recipe_version_revisions", "recipe_version_diffs", "recipe_validation_runs",
+                      "recipe_attachments")
 
 
 def append_only_trigger_sql(table: str) -> str:
@@ -318,26 +370,37 @@ def append_only_trigger_sql(table: str) -> str:
             "EXECUTE FUNCTION gmp_refuse_change()")
 
 
-for _model in (MasterRecipe, RecipeVersion, RecipeVersionRevision, RecipeVersionDiff, ValidationRun):
+for _model in (MasterRecipe, RecipeVersion, RecipeVersionRevision, RecipeVersionDiff, ValidationRun,
+               RecipeAttachment):
     protect_gmp_table(_model.__table__)  # type: ignore[arg-type]
 event.listen(RecipeVersion.__table__, "after_create", DDL(VERSION_GUARD_SQL.replace("%", "%%")))
 event.listen(RecipeVersion.__table__, "after_create", DDL(VERSION_GUARD_TRIGGER_SQL))
 event.listen(MasterRecipe.__table__, "after_create", DDL(MASTER_GUARD_SQL.replace("%", "%%")))
 event.listen(MasterRecipe.__table__, "after_create", DDL(MASTER_GUARD_TRIGGER_SQL))
-for _model in (RecipeVersionRevision, RecipeVersionDiff, ValidationRun):
+event.listen(RecipeAttachment.__table__, "after_create", DDL(ATTACHMENT_GUARD_SQL.replace("%", "%%")))
+event.listen(RecipeAttachment.__table__, "after_create", DDL(ATTACHMENT_GUARD_TRIGGER_SQL))
+for _model in (RecipeVersionRevision, RecipeVersionDiff, ValidationRun, RecipeAttachment):
     event.listen(_model.__table__, "after_create", DDL(append_only_trigger_sql(_model.__tablename__)))
 
 register_record_type("master_recipe", label="Master recipe", table="master_recipes")
 
 
+def attachment_hashes(session: Session, version_id: int) -> dict[str, str]:
+    """The SHA-256 of each current attachment of a version (the latest upload of each name)."""
+    rows = session.execute(select(RecipeAttachment.name, RecipeAttachment.sha256)
+                           .where(RecipeAttachment.version_id == version_id).order_by(RecipeAttachment.id)).all()
+    return {name: digest for name, digest in rows}
+
+
 def _version_content(session: Session, record_id: str) -> dict[str, Any] | None:
     """The signed content of a version, for signature checks made outside this area."""
     version = session.get(RecipeVersion, int(record_id)) if str(record_id).isdigit() else None
-    return version.signed_content() if version is not None else None
+    return version.signed_content(attachment_hashes(session, version.id)) if version is not None else None
 
 
 register_record_type(VERSION_RECORD_TYPE, label="Recipe version", table="recipe_versions",
                      endpoint="recipes.version", id_arg="version_id", content=_version_content)
 register_record_type("recipe_version_revision", label="Recipe draft revision", table="recipe_version_revisions")
 register_record_type("recipe_version_diff", label="Recipe version diff", table="recipe_version_diffs")
+register_record_type("recipe_attachment", label="Recipe instruction image", table="recipe_attachments")
 register_record_type("recipe_validation_run", label="Recipe validation run", table="recipe_validation_runs")

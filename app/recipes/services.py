@@ -17,7 +17,9 @@ authored → reviewed → approved by QA, no one signing twice):
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
@@ -53,9 +55,11 @@ from app.recipes.models import (
     RELEASED_STATUSES,
     VERSION_RECORD_TYPE,
     MasterRecipe,
+    RecipeAttachment,
     RecipeVersion,
     RecipeVersionDiff,
     RecipeVersionRevision,
+    attachment_hashes,
 )
 from app.recipes.templates import TEMPLATES_DIR, Template, TemplateError, load_library, read_index, template_hash
 from app.recipes.validation import Message, has_errors, validate
@@ -293,11 +297,23 @@ def import_recipe(session: Session, *, source: str | bytes, fmt: str, change_rea
     return create_version(session, document=document, note=note, change_reason=change_reason, locate=locate)
 
 
+_LIBRARY_CACHE: dict[tuple[tuple[str, int], ...], list[Template]] = {}
+
+
+def _load_library_cached() -> list[Template]:
+    """Parse the library once per state of its files (keyed on every file's modification time)."""
+    key = tuple(sorted((str(p), p.stat().st_mtime_ns) for p in TEMPLATES_DIR.rglob("*.json")))
+    if key not in _LIBRARY_CACHE:
+        _LIBRARY_CACHE.clear()
+        _LIBRARY_CACHE[key] = load_library(TEMPLATES_DIR)
+    return _LIBRARY_CACHE[key]
+
+
 def library_templates() -> list[Template]:
     """The template library, checked against its index (a template changed without a new version is refused)."""
     index = {e["id"]: e for e in read_index(TEMPLATES_DIR)["templates"]}
     templates = []
-    for template in load_library(TEMPLATES_DIR):
+    for template in _load_library_cached():
         entry = index.get(template.id)
         if entry is None or entry["version"] != template.version:
             raise TemplateError(f"template {template.id} {template.version} is not in the library index")
@@ -322,7 +338,9 @@ def missing_template_materials(session: Session, template_id: str) -> list[dict[
     """The materials of a template the tenant's materials master lacks (code, name, unit), for the import screen."""
     from app.materials.models import Material
 
-    template, _ = find_template(template_id)
+    template = next((t for t in library_templates() if t.id == template_id), None)
+    if template is None:
+        raise NotFound(f"there is no template {template_id!r} in the library")
     doc = template.document
     names = {m.code: (m.name, m.unit) for m in doc.materials}
     codes = list(dict.fromkeys(code for _, code, _ in _material_refs(doc)))
@@ -444,8 +462,14 @@ def new_draft_version(session: Session, *, version_id: int, change_reason: str) 
                        "or wait until it is approved")
     if not (change_reason or "").strip():
         raise ValidationError("a change reason is required for a new version of an approved recipe")
-    return create_version(session, document=document_of(source), change_reason=change_reason,
-                          note=f"new version from version {source.version}", check_materials=False)
+    created = create_version(session, document=document_of(source), change_reason=change_reason,
+                             note=f"new version from version {source.version}", check_materials=False)
+    for item in current_attachments(session, source.id).values():
+        session.add(RecipeAttachment(version_id=created.id, name=item.name, content_type=item.content_type,
+                                     size=item.size, sha256=item.sha256, data=item.data,
+                                     member_id=_actor(session).member_id))
+    session.flush()
+    return created
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,7 +511,7 @@ def template_pack(template_id: str | None, template_version: str | None) -> Any:
     """The validation pack of the template a recipe came from, if the library still holds that version."""
     if template_id is None:
         return None
-    for template in load_library(TEMPLATES_DIR):
+    for template in _load_library_cached():
         if template.id == template_id and template.version == template_version:
             return template.pack
     return None
@@ -556,7 +580,7 @@ def sign_version(session: Session, *, version_id: int, meaning: str, user_id: in
         raise ValidationError(f"{meaning!r} is not a recipe signature: sign authored, reviewed or approved")
     diff = version_diff(session, version) if meaning in ("reviewed", "approved") else None
     signature = esign.sign(session, record_type=VERSION_RECORD_TYPE, record_id=version.id,
-                           content=version.signed_content(), meaning=meaning, password=password, actor=actor,
+                           content=signed_content(session, version), meaning=meaning, password=password, actor=actor,
                            user_id=user_id, reason=reason, identification=identification,
                            identification_required=identification_required)
     if diff is not None:
@@ -580,7 +604,7 @@ def reject_version(session: Session, *, version_id: int, user_id: int, password:
         raise Conflict(f"version {version.version} is {version.status.replace('_', ' ')}; only a version in review "
                        "can be rejected")
     signature = esign.reject(session, record_type=VERSION_RECORD_TYPE, record_id=version.id,
-                             content=version.signed_content(), password=password, actor=_actor(session),
+                             content=signed_content(session, version), password=password, actor=_actor(session),
                              user_id=user_id, reason=reason, identification=identification,
                              identification_required=identification_required)
     _follow_route(session, version, f"rejected by {signature.printed_name}: {reason}")
@@ -681,10 +705,99 @@ def export_filename(version: RecipeVersion, fmt: str) -> str:
 def signatures(session: Session, version: RecipeVersion) -> list[esign.SignatureCheck]:
     """The version's signatures, each verified against its current content."""
     return esign.check_signatures(session, esign.signatures_of(session, record_type=VERSION_RECORD_TYPE,
-                                                               record_id=version.id), version.signed_content())
+                                                               record_id=version.id),
+                                 signed_content(session, version))
 
 
 def stored_diffs(session: Session, version: RecipeVersion) -> Sequence[RecipeVersionDiff]:
     """The diffs stored with the version's review and approval signatures."""
     return session.scalars(select(RecipeVersionDiff).where(RecipeVersionDiff.version_id == version.id)
                            .order_by(RecipeVersionDiff.id)).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Instruction images
+
+
+#: Images a step's instructions may show, recognised by their first bytes (the browser's claim is not trusted).
+IMAGE_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
+    ("image/png", b"\x89PNG\r\n\x1a\n", 0),
+    ("image/jpeg", b"\xff\xd8\xff", 0),
+    ("image/gif", b"GIF8", 0),
+    ("image/webp", b"WEBP", 8),
+)
+MAX_ATTACHMENT_BYTES = 5 * 1024 * 1024
+_ATTACHMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def signed_content(session: Session, version: RecipeVersion) -> dict[str, Any]:
+    """What a signature on a version attests to, including the hashes of its instruction images."""
+    return version.signed_content(attachment_hashes(session, version.id))
+
+
+def current_attachments(session: Session, version_id: int) -> dict[str, RecipeAttachment]:
+    """A version's attachments by name (the latest upload of each name)."""
+    rows = session.scalars(select(RecipeAttachment).where(RecipeAttachment.version_id == version_id)
+                           .order_by(RecipeAttachment.id))
+    return {row.name: row for row in rows}
+
+
+def get_attachment(session: Session, version_id: int, name: str) -> RecipeAttachment:
+    """One attachment of a version, or NotFound."""
+    found = current_attachments(session, version_id).get(name)
+    if found is None:
+        raise NotFound(f"version {version_id} has no image {name!r}")
+    return found
+
+
+def _image_type(data: bytes) -> str | None:
+    for media_type, magic, offset in IMAGE_SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            return media_type
+    return None
+
+
+def add_attachment(session: Session, *, version_id: int, filename: str, data: bytes,
+                   phase_key: str | None = None) -> RecipeAttachment:
+    """Upload an image for a draft's instructions; with a step, list it on that step (a new draft revision)."""
+    version = _lock_version(session, version_id)
+    _require_draft(version)
+    name = (filename or "").strip().rsplit("/", 1)[-1].rsplit("\\", 1)[-1].replace(" ", "-")
+    if not _ATTACHMENT_NAME.match(name):
+        raise ValidationError(f"image name {name!r} is invalid: letters, digits, '.', '_' and '-' only "
+                              "(at most 128 characters, starting with a letter or digit)")
+    if not data:
+        raise ValidationError(f"{name} is empty")
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        raise ValidationError(f"{name} is {len(data) / 1048576:.1f} MB; images may be at most "
+                              f"{MAX_ATTACHMENT_BYTES // 1048576} MB")
+    media_type = _image_type(data)
+    if media_type is None:
+        raise ValidationError(f"{name} is not a PNG, JPEG, GIF or WebP image")
+    row = RecipeAttachment(version_id=version.id, name=name, content_type=media_type, size=len(data),
+                           sha256=hashlib.sha256(data).hexdigest(), data=data, member_id=_actor(session).member_id)
+    session.add(row)
+    session.flush()
+    record(session, action="create", record_type="recipe_attachment", record_id=row.id,
+           new={"version_id": version.id, "name": name, "content_type": media_type, "size": row.size,
+                "sha256": row.sha256})
+    if phase_key:
+        phase = next((ph for ph in document_of(version).phases() if ph.key == phase_key), None)
+        if phase is None:
+            raise ValidationError(f"there is no step {phase_key!r} in this version")
+        if name not in phase.attachments:
+            data_doc = editing.add_attachment_name(version.document, {"phase": phase_key, "name": name})
+            _save_draft(session, version, parse_document(data_doc), f"image {name} on step {phase_key}")
+    return row
+
+
+def attachment_messages(session: Session, version: RecipeVersion) -> list[Message]:
+    """Warnings for images a step lists or shows but nobody uploaded yet."""
+    uploaded = set(current_attachments(session, version.id))
+    out = []
+    for path, phase in document_of(version).iter_phase_paths():
+        for a, name in enumerate(phase.attachments):
+            if name not in uploaded:
+                out.append(Message("warning", f"{path}.attachments[{a}]",
+                                   f"image {name!r} of step {phase.key!r} is not uploaded yet"))
+    return out

@@ -29,6 +29,7 @@ from app.recipes.document import (
 )
 from app.recipes.errors import RecipeInputError
 from app.recipes.models import MasterRecipe, RecipeVersion, ValidationRun
+from app.recipes.rendering import instructions_html
 from app.recipes.scaling import ScalingError, scale
 from app.recipes.templates import TEMPLATES_DIR, read_index
 from app.recipes.validation import validate
@@ -59,6 +60,12 @@ def duration_filter(value: Any) -> str:
     if value is None or value == "":
         return "\u2013"
     return value if isinstance(value, str) else format_duration(value)
+
+
+@bp.app_template_global("instructions")
+def instructions(text: str, version_id: int) -> Any:
+    """A step's instructions as HTML, its images served from the version."""
+    return instructions_html(text, lambda name: url_for("recipes.attachment", version_id=version_id, name=name))
 
 
 def _utc(moment: datetime | None) -> str:
@@ -199,7 +206,9 @@ def _version_page(session: Any, version: RecipeVersion, *, signing_error: str | 
     scaled, scale_error = _scaled(doc, size, unit)
     state = esign.route_state(session, record_type="recipe_version", record_id=version.id)
     return {
-        "version": version, "recipe": recipe, "doc": doc, "messages": validate(doc),
+        "version": version, "recipe": recipe, "doc": doc,
+        "messages": validate(doc) + services.attachment_messages(session, version),
+        "images": services.current_attachments(session, version.id),
         "deps": effective_dependencies(doc), "diff": shown_diff, "diff_against": shown_against,
         "diff_version": diff.against_version, "has_template": template_changes is not None,
         "adaptation": services.adaptation_results(session, version),
@@ -386,7 +395,7 @@ def _editor(session: Any, version: RecipeVersion, *, selection: str, problems: l
             error: str | None = None, posted: dict[str, str] | None = None) -> dict[str, Any]:
     data = version.document
     doc = services.document_of(version)
-    messages = validate(doc)
+    messages = validate(doc) + services.attachment_messages(session, version)
     for_phase = {}
     for m in messages:
         for_phase.setdefault(selection_for_path(data, m.path), []).append(m)
@@ -414,7 +423,8 @@ def _editor(session: Any, version: RecipeVersion, *, selection: str, problems: l
             "posted": posted, "capture_kinds": CAPTURE_KINDS, "parameter_types": PARAMETER_TYPES,
             "criticalities": CRITICALITIES, "meanings": SIGNATURE_MEANINGS, "units": COMMON_UNITS,
             "selection_for_path": lambda path: selection_for_path(data, path),
-            "document_json": services.export_json(version).decode()}
+            "document_json": services.export_json(version).decode(),
+            "images": services.current_attachments(session, version.id)}
 
 
 @bp.get("/recipes/versions/<int:version_id>/edit")
@@ -457,6 +467,43 @@ def edit_save(version_id: int) -> Any:
             return render_template("recipes/editor.html", **_editor(
                 session, found, selection=selection, error=str(exc), posted=values)), exc.status_code
     return redirect(url_for("recipes.edit", version_id=version_id, sel=selection))
+
+
+@bp.post("/recipes/versions/<int:version_id>/attachments")
+@requires("recipes.author")
+def upload_attachment(version_id: int) -> Any:
+    """Upload an image for a step's instructions (drafts only); it is listed on the step."""
+    phase = request.form.get("phase") or None
+    upload = request.files.get("file")
+    selection = f"phase:{phase}" if phase else "json"
+    try:
+        if upload is None or not upload.filename:
+            raise RecipeInputError("no image was uploaded", [])
+        with tenant_transaction(g.tenant, actor=request_actor()) as session:
+            row = services.add_attachment(session, version_id=version_id, filename=upload.filename,
+                                          data=upload.read(), phase_key=phase)
+            name = row.name
+    except BatchlineError as exc:
+        with tenant_transaction(g.tenant) as session:
+            found = services.get_version(session, version_id)
+            if found.status != "draft":
+                raise
+            return render_template("recipes/editor.html", **_editor(session, found, selection=selection,
+                                                                    error=str(exc))), exc.status_code
+    flash(f"Image {name} uploaded: show it in the instructions with ![caption](attachment:{name}).", "ok")
+    return redirect(url_for("recipes.edit", version_id=version_id, sel=selection))
+
+
+@bp.get("/recipes/versions/<int:version_id>/attachments/<name>")
+@requires("recipes.read")
+def attachment(version_id: int, name: str) -> Any:
+    """An instruction image of a version (served with its detected type, never sniffed or scripted)."""
+    with tenant_transaction(g.tenant) as session:
+        row = services.get_attachment(session, version_id, name)
+        data, media_type, digest = row.data, row.content_type, row.sha256
+    return Response(data, mimetype=media_type, headers={
+        "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'",
+        "Cache-Control": "private, max-age=86400", "ETag": f'"{digest}"'})
 
 
 def _selection_after(op: str, values: dict[str, str], selection: str, data: dict[str, Any]) -> str:

@@ -78,8 +78,12 @@ def apply_tenant_grants(conn: Connection, ref: TenantRef) -> None:
     conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}"))
     profiles = {t.name: t.info.get("privileges", "read_write") for t in TenantBase.metadata.tables.values()}
     profiles["alembic_version"] = "read_only"
+    # Partitions get nothing: the tenant reaches their rows through the partitioned parent, whose privileges
+    # PostgreSQL checks, so a partition made later (by a SECURITY DEFINER function) needs no grant of its own.
     tables = conn.execute(
-        text("SELECT tablename FROM pg_tables WHERE schemaname = :s ORDER BY tablename"), {"s": ref.schema}
+        text("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+             "WHERE n.nspname = :s AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY c.relname"),
+        {"s": ref.schema},
     ).scalars()
     for table in tables:
         privileges = TENANT_PRIVILEGES[profiles.get(table, "read_write")]

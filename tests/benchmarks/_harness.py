@@ -30,6 +30,11 @@ def bench_app(name: str) -> Flask:
     url = recreate_database(make_url(base).set(database=f"batchline_bench_{name}").render_as_string(False))
     redis_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL") or embedded_redis_url(
         REPO_ROOT / "instance" / "test-redis")
+    # The database is new, so its outbox ids start again at 1: jobs a previous run left in Redis under the same
+    # deterministic ids (t1-ob1, ...) would make the new ones look already queued. Start Redis clean too.
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
     app = create_app({"DATABASE_URL": url, "REDIS_URL": redis_url, "SECRET_KEY": "bench-only-secret-key-0123"})
     db = app.extensions["batchline.db"]
     with db.owner.connect() as conn, conn.begin():

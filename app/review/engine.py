@@ -1,0 +1,835 @@
+"""The RBE engine: every completeness and consistency check over one batch, and the exceptions they find.
+
+`run_rbe(session, batch_id=..., trigger=...)` loads the batch once, runs each check of `CHECKS` in order, raises
+the exceptions the checks found (the batch area's `BatchException`, one per finding, never twice: each finding
+has a dedupe key) and stores an `RbeRun`: the checks that ran with their outcome, the rule-set version, every
+exception of the batch and a completeness statement — so that "no exceptions" is itself evidence. A run over a
+completed batch is *final*: it moves the batch to `in_review`, and its fingerprint of the record is what release
+compares with the record as it stands.
+
+While a batch still runs, findings that only mean "not finished yet" (a mandatory step not done, materials not
+reconciled yet) are reported by their check but not raised: an exception is a fact, never a guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session
+
+from app import esign
+from app.audit.models import GENESIS_HASH
+from app.audit.services import current_actor, plain_json, record, record_many
+from app.batches import execution
+from app.batches.models import (
+    Batch,
+    BatchEquipment,
+    BatchException,
+    BatchOverride,
+    ControlRecipe,
+    StepEntry,
+    StepExecution,
+)
+from app.batches.services import (
+    BATCH_RECORD,
+    OVERRIDE_RECORD,
+    STEP_RECORD,
+    add_event,
+    control_document,
+    lock_batch,
+    release_content,
+)
+from app.core.errors import Conflict
+from app.core.validation import db_now
+from app.materials.models import Lot, LotMovement
+from app.recipes.document import (
+    IncompatibleUnitsError,
+    MaterialScanCapture,
+    Phase,
+    RecipeDocument,
+    UnknownUnitError,
+    convert,
+)
+from app.review import rules as rules_mod
+from app.review.models import RbeRun
+from app.review.rules import RuleSet
+
+#: How the RBE is named on what it raises and records.
+RBE_LABEL = "system: review by exception"
+
+
+@dataclass
+class Finding:
+    """An exception a check wants raised (once per batch: `dedupe_key`)."""
+
+    type: str
+    message: str
+    dedupe_key: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    step_id: int | None = None
+    entry_id: int | None = None
+    capture_key: str | None = None
+    #: Raise it only once the record is final (it may still be put right while the batch runs).
+    final_only: bool = False
+    #: The parameter criticality it concerns (severity by criticality).
+    criticality: str | None = None
+
+
+@dataclass
+class CheckOutcome:
+    """The result of one check."""
+
+    code: str
+    label: str
+    passed: bool
+    detail: str
+    findings: list[Finding] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    exception_ids: list[int] = field(default_factory=list)
+    #: Findings not raised because the batch still runs (they may yet be put right).
+    pending: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form stored on the run."""
+        return {"code": self.code, "label": self.label, "passed": self.passed, "detail": self.detail,
+                "findings": [{"type": f.type, "message": f.message, "dedupe_key": f.dedupe_key}
+                             for f in self.findings][:200],
+                "exception_ids": self.exception_ids, "counts": self.counts, "pending": self.pending[:50]}
+
+
+@dataclass
+class Context:
+    """Everything the checks read, loaded once."""
+
+    session: Session
+    batch: Batch
+    rules: RuleSet
+    now: datetime
+    final: bool
+    control: ControlRecipe | None
+    doc: RecipeDocument | None
+    steps: list[StepExecution]
+    entries: list[StepEntry]
+    current: list[StepEntry]
+    exceptions: list[BatchException]
+
+    @property
+    def phases(self) -> dict[str, Phase]:
+        """The control recipe's phases by key."""
+        return self.doc.phase_map() if self.doc else {}
+
+    def step_by_id(self) -> dict[int, StepExecution]:
+        """Steps by id."""
+        return {s.id: s for s in self.steps}
+
+
+Check = Callable[[Context], CheckOutcome]
+#: The checks, in the order they run: (code, label, function).
+CHECKS: list[tuple[str, str, Check]] = []
+
+
+def check(code: str, label: str) -> Callable[[Check], Check]:
+    """Register a check of the RBE (every run runs every registered check)."""
+
+    def register(fn: Check) -> Check:
+        CHECKS.append((code, label, fn))
+        return fn
+
+    return register
+
+
+def _load(session: Session, batch: Batch, rules: RuleSet) -> Context:
+    control = session.scalar(select(ControlRecipe).where(ControlRecipe.batch_id == batch.id))
+    doc = control_document(control) if control is not None else None
+    steps = list(session.scalars(select(StepExecution).where(StepExecution.batch_id == batch.id)
+                                 .order_by(StepExecution.seq)))
+    entries = list(session.scalars(select(StepEntry).where(StepEntry.batch_id == batch.id).order_by(StepEntry.id)))
+    superseded = {e.supersedes_id for e in entries if e.supersedes_id is not None}
+    exceptions = list(session.scalars(select(BatchException).where(BatchException.batch_id == batch.id)
+                                      .order_by(BatchException.id)))
+    return Context(session=session, batch=batch, rules=rules, now=db_now(session),
+                   final=batch.status in ("completed", "in_review", "released", "rejected"), control=control,
+                   doc=doc, steps=steps, entries=entries, current=[e for e in entries if e.id not in superseded],
+                   exceptions=exceptions)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks
+
+
+@check("steps_complete", "All mandatory steps done")
+def _steps_complete(ctx: Context) -> CheckOutcome:
+    findings = []
+    for step in ctx.steps:
+        if step.mandatory and step.status != "completed":
+            findings.append(Finding("missing_mandatory_step",
+                                    f"mandatory step {step.phase_name} is {step.status.replace('_', ' ')}",
+                                    f"rbe:mandatory:{step.id}", {"step": step.phase_key, "status": step.status},
+                                    step_id=step.id, final_only=True))
+    done = sum(1 for s in ctx.steps if s.mandatory and s.status == "completed")
+    total = sum(1 for s in ctx.steps if s.mandatory)
+    if not ctx.steps:
+        return CheckOutcome("steps_complete", "", False, "the batch was never released to the floor", [
+            Finding("missing_mandatory_step", "the batch has no steps: it was never released to the floor",
+                    "rbe:mandatory:none", final_only=True)])
+    return CheckOutcome("steps_complete", "", not findings, f"{done} of {total} mandatory steps completed",
+                        findings, {"mandatory": total, "completed": done})
+
+
+@check("optional_steps", "Optional steps executed or skipped with a reason")
+def _optional_steps(ctx: Context) -> CheckOutcome:
+    findings = []
+    for step in ctx.steps:
+        if step.status == "skipped":
+            findings.append(Finding("skipped_step", f"optional step {step.phase_name} was skipped: {step.skip_reason}",
+                                    f"rbe:skipped:{step.id}",
+                                    {"step": step.phase_key, "reason": step.skip_reason,
+                                     "skipped_by": step.ended_by_label, "skipped_at": step.ended_at},
+                                    step_id=step.id))
+    optional = [s for s in ctx.steps if not s.mandatory]
+    return CheckOutcome("optional_steps", "", not findings,
+                        f"{len(optional)} optional steps, {len(findings)} skipped", findings,
+                        {"optional": len(optional), "skipped": len(findings)})
+
+
+def _assignments_at(session: Session, batch_id: int, moment: datetime) -> dict[str, BatchEquipment]:
+    """The equipment assignments in force at a moment (what a release-to-floor signature attested)."""
+    rows = list(session.scalars(select(BatchEquipment).where(BatchEquipment.batch_id == batch_id,
+                                                             BatchEquipment.assigned_at <= moment)
+                                .order_by(BatchEquipment.id)))
+    replaced = {r.supersedes_id for r in rows if r.supersedes_id is not None}
+    return {r.requirement: r for r in rows if r.id not in replaced}
+
+
+@check("signatures_valid", "All signatures present and valid (content hashes still match)")
+def _signatures_valid(ctx: Context) -> CheckOutcome:
+    session, batch = ctx.session, ctx.batch
+    findings: list[Finding] = []
+    checked = invalid = 0
+    phases = ctx.phases
+    current_by_step: dict[int, list[StepEntry]] = defaultdict(list)
+    for entry in ctx.current:
+        current_by_step[entry.step_execution_id].append(entry)
+    for step in ctx.steps:
+        if step.status not in ("completed", "in_progress"):
+            continue
+        phase = phases.get(step.phase_key)
+        checks = execution.step_signatures(session, batch, step)
+        checked += len(checks)
+        valid = {c.signature.meaning for c in checks if c.valid}
+        broken = [c.signature for c in checks if not c.valid and c.signature.meaning not in valid]
+        invalid += len([c for c in checks if not c.valid])
+        for sig in broken:
+            findings.append(Finding(
+                "signature_invalid",
+                f"step {step.phase_name}: the {sig.meaning} signature of {sig.printed_name} "
+                f"({sig.signed_at:%Y-%m-%d %H:%M} UTC) no longer matches the record: it changed after signing",
+                f"rbe:signature:{sig.id}",
+                {"signature_id": sig.id, "meaning": sig.meaning, "signer": sig.printed_name,
+                 "signed_at": sig.signed_at, "signed_hash": sig.content_hash, "record_type": STEP_RECORD,
+                 "record_id": step.id}, step_id=step.id))
+        if phase is None or step.status != "completed":
+            continue
+        signed_meanings = {c.signature.meaning for c in checks}
+        for requirement in phase.signatures:
+            if requirement.meaning not in signed_meanings:
+                findings.append(Finding(
+                    "missing_signature", f"step {step.phase_name} has no {requirement.meaning} signature"
+                    + (" (second-person verification)" if requirement.independent else ""),
+                    f"rbe:unsigned:{step.id}:{requirement.meaning}",
+                    {"meaning": requirement.meaning, "independent": requirement.independent,
+                     "step": step.phase_key}, step_id=step.id))
+        # 21 CFR 211.101(c)-(d): charged components and critical values are verified by a second person, even
+        # where the recipe forgot to ask for it.
+        mine = current_by_step.get(step.id, [])
+        critical = [e for e in mine if e.capture_kind == "material_scan"
+                    or (e.check_details or {}).get("criticality") == "critical"]
+        if critical and not any(r.meaning == "verified" for r in phase.signatures):
+            authors = {e.member_id for e in mine}
+            if not any(c.valid and c.signature.meaning == "verified" and c.signature.signer_member_id not in authors
+                       for c in checks):
+                findings.append(Finding(
+                    "missing_signature",
+                    f"step {step.phase_name}: " + ", ".join(sorted({e.capture_key for e in critical}))
+                    + " (material charge or critical value) not verified by a second person",
+                    f"rbe:verify:{step.id}", {"captures": sorted({e.capture_key for e in critical}),
+                                              "rule": "21 CFR 211.101(d) second-person verification"},
+                    step_id=step.id))
+    # Signatures on the batch itself (release to the floor) and on supervisor overrides never change content.
+    control = ctx.control
+    for sig in esign.signatures_of(session, record_type=BATCH_RECORD, record_id=batch.id):
+        checked += 1
+        content = release_content(batch, control.content_hash, _assignments_at(session, batch.id, sig.signed_at)) \
+            if control is not None else None
+        if content is None or not esign.verify_signature(session, sig, content):
+            invalid += 1
+            findings.append(Finding("signature_invalid",
+                                    f"the {sig.meaning} signature releasing the batch to the floor no longer "
+                                    "matches the batch record", f"rbe:signature:{sig.id}",
+                                    {"signature_id": sig.id, "meaning": sig.meaning, "signer": sig.printed_name,
+                                     "signed_at": sig.signed_at, "record_type": BATCH_RECORD,
+                                     "record_id": batch.id}))
+    overrides = list(session.scalars(select(BatchOverride).where(BatchOverride.batch_id == batch.id)))
+    for override in overrides:
+        for sig in esign.signatures_of(session, record_type=OVERRIDE_RECORD, record_id=override.id):
+            checked += 1
+            if not esign.verify_signature(session, sig, execution.override_content(override, batch.batch_number)):
+                invalid += 1
+                findings.append(Finding("signature_invalid",
+                                        f"the signature of supervisor override #{override.id} no longer matches it",
+                                        f"rbe:signature:{sig.id}",
+                                        {"signature_id": sig.id, "override_id": override.id,
+                                         "signer": sig.printed_name, "record_type": OVERRIDE_RECORD,
+                                         "record_id": override.id}, step_id=override.step_execution_id))
+    return CheckOutcome("signatures_valid", "", not findings,
+                        f"{checked} signatures verified against the record, {invalid} no longer match; "
+                        f"{sum(1 for f in findings if f.type == 'missing_signature')} required signatures missing",
+                        findings, {"verified": checked, "invalid": invalid})
+
+
+def _to_unit(value: Decimal, unit: str, target: str) -> Decimal | None:
+    if unit == target:
+        return value
+    try:
+        return Decimal(repr(convert(float(value), unit, target)))
+    except (IncompatibleUnitsError, UnknownUnitError):
+        return None
+
+
+@check("materials_reconciled", "All materials reconciled (charged vs required, lot ledger vs record)")
+def _materials_reconciled(ctx: Context) -> CheckOutcome:
+    session, batch, doc = ctx.session, ctx.batch, ctx.doc
+    findings: list[Finding] = []
+    if doc is None:
+        return CheckOutcome("materials_reconciled", "", True, "no control recipe: nothing was charged")
+    by_step: dict[int, list[StepEntry]] = defaultdict(list)
+    for entry in ctx.current:
+        if entry.capture_kind == "material_scan":
+            by_step[entry.step_execution_id].append(entry)
+    materials = doc.material_map()
+    requirements = 0
+    for step in ctx.steps:
+        if step.status != "completed":
+            continue
+        phase = ctx.phases.get(step.phase_key)
+        if phase is None:
+            continue
+        for req in phase.materials:
+            if req.quantity is None:
+                continue
+            requirements += 1
+            unit = req.unit or (materials[req.material].unit if req.material in materials else "")
+            caps = {c.key for c in phase.captures if isinstance(c, MaterialScanCapture) and c.material == req.material}
+            charged = Decimal(0)
+            unconvertible = []
+            for entry in by_step.get(step.id, []):
+                if entry.capture_key in caps:
+                    value = _to_unit(Decimal(str(entry.value["quantity"])), entry.value["unit"], unit)
+                    if value is None:
+                        unconvertible.append(entry.display)
+                    else:
+                        charged += value
+            tolerance = req.tolerance_pct if req.tolerance_pct is not None else (
+                materials[req.material].tolerance_pct if req.material in materials else 0.0)
+            needed = Decimal(repr(req.quantity))
+            slack = needed * Decimal(repr(tolerance)) / 100
+            if unconvertible or abs(charged - needed) > slack:
+                findings.append(Finding(
+                    "material_reconciliation",
+                    f"step {step.phase_name}: {req.material} charged {charged.normalize():f} {unit}, "
+                    f"required {needed.normalize():f} {unit} ± {tolerance}%",
+                    f"rbe:reconcile:{step.id}:{req.material}",
+                    {"material": req.material, "charged": charged, "required": needed, "unit": unit,
+                     "tolerance_pct": tolerance, "unconvertible": unconvertible}, step_id=step.id, final_only=True))
+    # The lot ledger must say what the record says: net consumption per lot equals the scans in force.
+    movement_ids = {m for e in ctx.entries for m in (e.movement_ids or [])}
+    movements = list(session.execute(
+        select(LotMovement.id, LotMovement.lot_id, LotMovement.kind, LotMovement.quantity, Lot.lot_number)
+        .join(Lot, Lot.id == LotMovement.lot_id)
+        .where((LotMovement.id.in_(movement_ids or [-1]))
+               | ((LotMovement.batch_number == batch.batch_number) & (LotMovement.kind == "consume")))))
+    ledger: dict[str, Decimal] = defaultdict(Decimal)
+    for movement in movements:
+        if movement.id in movement_ids:
+            ledger[movement.lot_number] -= movement.quantity
+    recorded: dict[str, Decimal] = defaultdict(Decimal)
+    for entry in ctx.current:
+        if entry.capture_kind == "material_scan" and entry.value.get("quantity_in_lot_unit") is not None:
+            recorded[entry.value["lot_number"]] += Decimal(str(entry.value["quantity_in_lot_unit"]))
+    for lot_number in sorted(set(ledger) | set(recorded)):
+        if ledger[lot_number] != recorded[lot_number]:
+            findings.append(Finding(
+                "material_reconciliation",
+                f"lot {lot_number}: the ledger shows {ledger[lot_number].normalize():f} consumed by the batch, "
+                f"the record {recorded[lot_number].normalize():f}", f"rbe:ledger:{lot_number}",
+                {"lot": lot_number, "ledger": ledger[lot_number], "record": recorded[lot_number]}, final_only=True))
+    return CheckOutcome("materials_reconciled", "", not findings,
+                        f"{requirements} material requirements of completed steps and {len(recorded)} lots checked",
+                        findings, {"requirements": requirements, "lots": len(recorded)})
+
+
+@check("genealogy_complete", "Genealogy complete (every input traced to a lot, outputs recorded)")
+def _genealogy_complete(ctx: Context) -> CheckOutcome:
+    session, batch = ctx.session, ctx.batch
+    findings: list[Finding] = []
+    movement_ids = {m for e in ctx.entries for m in (e.movement_ids or [])}
+    rows = session.execute(
+        select(LotMovement.id, LotMovement.kind, LotMovement.quantity, Lot.lot_number, Lot.status)
+        .join(Lot, Lot.id == LotMovement.lot_id)
+        .where(LotMovement.batch_number == batch.batch_number)).all()
+    consumed = [r for r in rows if r.kind == "consume"]
+    produced = [r for r in rows if r.kind == "produce"]
+    for row in consumed:
+        if row.id not in movement_ids:
+            findings.append(Finding("genealogy_incomplete",
+                                    f"lot {row.lot_number} was consumed into the batch outside its record "
+                                    f"(movement #{row.id}, no entry names it)", f"rbe:orphan:{row.id}",
+                                    {"movement_id": row.id, "lot": row.lot_number, "quantity": row.quantity},
+                                    final_only=True))
+    if not produced:
+        findings.append(Finding("genealogy_incomplete", "the batch recorded no output lot: nothing links it to "
+                                "what it made", "rbe:no_output", {}, final_only=True))
+    return CheckOutcome("genealogy_complete", "", not findings,
+                        f"{len({r.lot_number for r in consumed})} input lots, {len(produced)} output lots",
+                        findings, {"inputs": len({r.lot_number for r in consumed}), "outputs": len(produced)})
+
+
+def _critical_windows(ctx: Context) -> list[dict[str, Any]]:
+    """Windows (step, equipment, quantity kind) of executed critical phases whose parameters a sensor measures."""
+    from app.batches.queries import step_limits
+
+    out = []
+    if ctx.doc is None:
+        return out
+    params = ctx.doc.parameter_map()
+    for step in ctx.steps:
+        phase = ctx.phases.get(step.phase_key)
+        if phase is None or step.started_at is None or step.equipment_id is None:
+            continue
+        kinds = step_limits(ctx.doc, phase)
+        keys = list(phase.parameters) + [c.parameter for c in phase.captures if getattr(c, "parameter", None)]
+        if not any(params[k].criticality in ("critical", "key") for k in keys if k in params):
+            continue
+        end = step.ended_at or ctx.now
+        for kind in kinds:
+            out.append({"step": step, "equipment_id": step.equipment_id, "kind": kind, "start": step.started_at,
+                        "end": end})
+    return out
+
+
+#: One pass over the batch's sensor readings: per sensor and bucket (bucket width <= every gap threshold), the
+#: first and last good reading, whether any reading came from a person rather than a gateway. Gaps longer than a
+#: sensor's threshold always fall between buckets, so comparing each bucket's first good reading with the
+#: previous bucket's last one finds every such gap exactly, without sorting a million rows.
+SENSOR_SQL = text("""
+WITH buckets AS (
+  SELECT sensor_id, floor(extract(epoch FROM ts) / :width)::bigint AS bucket,
+         min(ts) FILTER (WHERE quality < 2 AND value IS NOT NULL) AS first_good,
+         max(ts) FILTER (WHERE quality < 2 AND value IS NOT NULL) AS last_good,
+         count(*) AS n,
+         count(*) FILTER (WHERE quality >= 2 OR value IS NULL) AS bad,
+         bool_or(ingest_id = ANY(:manual)) AS manual
+  FROM sensor_readings
+  WHERE sensor_id = ANY(:sensors) AND ts >= :lo AND ts <= :hi AND (batch_id = :batch OR batch_id IS NULL)
+  GROUP BY 1, 2
+), good AS (
+  SELECT sensor_id, first_good, last_good,
+         lag(last_good) OVER (PARTITION BY sensor_id ORDER BY bucket) AS prev_last
+  FROM buckets WHERE first_good IS NOT NULL
+)
+SELECT 'gap' AS kind, sensor_id, prev_last AS t1, first_good AS t2, 0 AS n, 0 AS bad, false AS manual
+FROM good WHERE prev_last IS NOT NULL AND first_good - prev_last > make_interval(secs => :min_gap)
+UNION ALL
+SELECT 'summary', sensor_id, min(first_good), max(last_good), sum(n), sum(bad), bool_or(manual)
+FROM buckets GROUP BY sensor_id
+""")
+
+
+def sensor_scan(ctx: Context, windows: list[dict[str, Any]], sensors: list[Any]) -> dict[int, dict[str, Any]]:
+    """Per sensor: its gaps (pairs of consecutive good readings further apart than the smallest threshold),
+    first and last good reading, reading count, bad-quality count and whether people posted some of them."""
+    from app.sensors.models import SensorIngest
+
+    if not windows or not sensors:
+        return {}
+    thresholds = [ctx.rules.gap_threshold_s(float(s.sampling_period_s)) for s in sensors]
+    lo = min(w["start"] for w in windows) - timedelta(seconds=max(thresholds))
+    hi = max(w["end"] for w in windows) + timedelta(seconds=max(thresholds))
+    # Payloads posted with a person's own token rather than by a gateway: manual data where automation belongs.
+    manual = list(ctx.session.scalars(select(SensorIngest.id).where(
+        SensorIngest.source.like("member:%"), SensorIngest.received_at >= lo)))
+    rows = ctx.session.execute(SENSOR_SQL, {
+        "width": min(thresholds), "min_gap": min(thresholds), "manual": manual,
+        "sensors": [s.id for s in sensors], "lo": lo, "hi": hi, "batch": ctx.batch.id}).all()
+    out: dict[int, dict[str, Any]] = {s.id: {"gaps": [], "first": None, "last": None, "n": 0, "bad": 0,
+                                             "manual": False} for s in sensors}
+    for row in rows:
+        item = out[row.sensor_id]
+        if row.kind == "gap":
+            item["gaps"].append((row.t1, row.t2))
+        else:
+            item.update(first=row.t1, last=row.t2, n=int(row.n), bad=int(row.bad), manual=bool(row.manual))
+    return out
+
+
+@check("sensor_coverage", "Sensor coverage of every critical phase without gaps, by gateways")
+def _sensor_coverage(ctx: Context) -> CheckOutcome:
+    from app.plant.models import Sensor
+
+    windows = _critical_windows(ctx)
+    equipment = {w["equipment_id"] for w in windows}
+    sensors = list(ctx.session.scalars(select(Sensor).where(Sensor.equipment_id.in_(equipment or [-1]))
+                                       .order_by(Sensor.id))) if equipment else []
+    scan = sensor_scan(ctx, windows, sensors)
+    findings: list[Finding] = []
+    covered = unmonitored = 0
+    for window in windows:
+        step = window["step"]
+        matching = [s for s in sensors if s.equipment_id == window["equipment_id"]
+                    and s.quantity_kind.strip().lower() == window["kind"].lower()]
+        if not matching:
+            unmonitored += 1
+            continue
+        for sensor in matching:
+            covered += 1
+            threshold = ctx.rules.gap_threshold_s(float(sensor.sampling_period_s))
+            data = scan.get(sensor.id) or {"gaps": [], "first": None, "last": None}
+            start, end = window["start"], window["end"]
+            holes = []
+            if data["first"] is None:
+                holes.append((start, end))
+            else:
+                holes += [(start, data["first"]), *list(data["gaps"]), (data["last"], end)]
+            worst = None
+            for t1, t2 in holes:
+                length = (min(t2, end) - max(t1, start)).total_seconds()
+                if length > threshold and (worst is None or length > worst[2]):
+                    worst = (max(t1, start), min(t2, end), length)
+            if worst is not None:
+                findings.append(Finding(
+                    "sensor_coverage_gap",
+                    f"{sensor.tag} ({sensor.quantity_kind}) has no good reading for {worst[2]:.0f} s during "
+                    f"critical step {step.phase_name} (threshold {threshold:.0f} s)",
+                    f"rbe:gap:{step.id}:{sensor.id}",
+                    {"sensor_id": sensor.id, "sensor": sensor.tag, "from": worst[0], "to": worst[1],
+                     "seconds": worst[2], "threshold_s": threshold, "window": [start, end],
+                     "readings": data.get("n", 0), "bad_quality": data.get("bad", 0)}, step_id=step.id,
+                    final_only=step.status != "completed"))
+    for sensor in sensors:
+        data = scan.get(sensor.id)
+        if data and data["manual"]:
+            findings.append(Finding("manual_entry",
+                                    f"{sensor.tag}: readings of this batch were posted by a person, not by the "
+                                    "gateway that should deliver them", f"rbe:manual:{sensor.id}",
+                                    {"sensor_id": sensor.id, "sensor": sensor.tag, "readings": data["n"]}))
+    readings = sum(d["n"] for d in scan.values())
+    detail = (f"{len(windows)} critical phase windows, {covered} sensor coverages checked over {readings} readings"
+              + (f"; {unmonitored} critical parameters have no sensor on their equipment (entries only)"
+                 if unmonitored else ""))
+    return CheckOutcome("sensor_coverage", "", not findings, detail, findings,
+                        {"windows": len(windows), "coverages": covered, "readings": readings,
+                         "unmonitored": unmonitored})
+
+
+#: Exception type of a sensor episode, by kind and rule.
+def episode_type(kind: str, rule: str) -> str:
+    """The exception type a sensor episode raises."""
+    if kind == "multivariate":
+        return "golden_batch_deviation"
+    if kind == "health":
+        return "sensor_data_gap" if "gap" in rule or "stale" in rule or "missing" in rule else "sensor_bad_quality"
+    if rule.startswith("limit"):
+        return "sensor_limit_breach"
+    return "sensor_excursion"
+
+
+def batch_episodes(session: Session, batch: Batch) -> list[Any]:
+    """Sensor episodes of the batch: linked to it, or on its equipment while it occupied it."""
+    from app.batches.models import EquipmentUse
+    from app.sensors.models import SensorEpisode
+
+    uses = session.execute(select(EquipmentUse.equipment_id, EquipmentUse.started_at, EquipmentUse.ended_at)
+                           .where(EquipmentUse.batch_id == batch.id)).all()
+    condition = SensorEpisode.batch_id == batch.id
+    for use in uses:
+        window = (SensorEpisode.batch_id.is_(None)) & (SensorEpisode.equipment_id == use.equipment_id) \
+            & (SensorEpisode.start_ts >= use.started_at)
+        if use.ended_at is not None:
+            window &= SensorEpisode.start_ts < use.ended_at
+        condition |= window
+    return list(session.scalars(select(SensorEpisode).where(condition).order_by(SensorEpisode.id)))
+
+
+@check("sensor_episodes", "Sensor exception episodes of the batch collected")
+def _sensor_episodes(ctx: Context) -> CheckOutcome:
+    from app.plant.models import Sensor
+
+    episodes = batch_episodes(ctx.session, ctx.batch)
+    tags = dict(ctx.session.execute(select(Sensor.id, Sensor.tag).where(
+        Sensor.id.in_({e.sensor_id for e in episodes if e.sensor_id} or {-1}))).all())
+    steps = ctx.step_by_id()
+    findings = []
+    for ep in episodes:
+        kind = episode_type(ep.kind, ep.rule)
+        where = tags.get(ep.sensor_id, f"equipment #{ep.equipment_id}")
+        step = steps.get(ep.step_id) if ep.step_id else None
+        findings.append(Finding(
+            kind, f"{where}: {ep.rule} episode from {ep.start_ts:%Y-%m-%d %H:%M:%S} to {ep.end_ts:%H:%M:%S} UTC"
+            f" ({ep.n_alarms} alarmed readings, peak {ep.peak_value if ep.peak_value is not None else 'no value'})"
+            + (f" during step {step.phase_name}" if step else ""),
+            f"episode:{ep.id}",
+            {"episode_id": ep.id, "sensor_id": ep.sensor_id, "sensor": where, "equipment_id": ep.equipment_id,
+             "kind": ep.kind, "rule": ep.rule, "episode_severity": ep.severity, "start_ts": ep.start_ts,
+             "end_ts": ep.end_ts, "peak_ts": ep.peak_ts, "peak_value": ep.peak_value,
+             "peak_deviation": ep.peak_deviation, "n_alarms": ep.n_alarms, "open": ep.is_open, "spec": ep.spec},
+            step_id=ep.step_id if step else None))
+    return CheckOutcome("sensor_episodes", "", not findings, f"{len(episodes)} sensor episodes in the batch",
+                        findings, {"episodes": len(episodes)})
+
+
+@check("engine_exceptions", "Exceptions raised on the floor during execution collected")
+def _engine_exceptions(ctx: Context) -> CheckOutcome:
+    floor = [e for e in ctx.exceptions if not e.raised_by_label.startswith(RBE_LABEL)]
+    by_type: dict[str, int] = defaultdict(int)
+    for exc in floor:
+        by_type[exc.type] += 1
+    return CheckOutcome("engine_exceptions", "", not floor,
+                        f"{len(floor)} exceptions raised during execution"
+                        + (": " + ", ".join(f"{n} {t}" for t, n in sorted(by_type.items())) if floor else ""),
+                        counts={"exceptions": len(floor), "by_type": dict(by_type)},
+                        exception_ids=[e.id for e in floor])
+
+
+AUDIT_RANGE_SQL = text("""
+SELECT
+  (SELECT min(seq) FROM audit_events WHERE record_type = 'batch' AND record_id = :batch) AS lo,
+  (SELECT max(seq) FROM audit_events) AS hi,
+  (SELECT seq FROM audit_head WHERE id = 1) AS head_seq,
+  (SELECT hash FROM audit_head WHERE id = 1) AS head_hash
+""")
+
+AUDIT_LINKS_SQL = text("""
+SELECT seq FROM (
+  SELECT seq, prev_hash, lag(hash) OVER w AS lag_hash, lag(seq) OVER w AS lag_seq
+  FROM audit_events WHERE seq >= :lo - 1 AND seq <= :hi WINDOW w AS (ORDER BY seq)) chain
+WHERE seq >= :lo AND (seq <> coalesce(lag_seq, :lo - 1) + 1
+                      OR prev_hash <> coalesce(lag_hash, CASE WHEN :lo = 1 THEN :genesis END))
+ORDER BY seq LIMIT 1
+""")
+
+AUDIT_CONTENT_SQL = text("""
+SELECT min(seq + 0), count(*) FROM audit_events e
+WHERE seq >= :lo AND seq <= :hi AND hash <> encode(sha256(convert_to(prev_hash || audit_canonical(e), 'UTF8')), 'hex')
+""")
+
+
+@check("audit_chain", "Audit trail verified for the batch's records")
+def _audit_chain(ctx: Context) -> CheckOutcome:
+    session = ctx.session
+    # The batch's own records are written inside this run too: flush so the range covers them.
+    session.flush()
+    bounds = session.execute(AUDIT_RANGE_SQL, {"batch": str(ctx.batch.id)}).one()
+    if bounds.lo is None:
+        return CheckOutcome("audit_chain", "", False, "the audit trail holds no event of this batch", [
+            Finding("audit_chain_broken", "the audit trail holds no creation event of this batch", "rbe:audit:none")])
+    lo, hi = int(bounds.lo), int(bounds.hi)
+    broken = session.execute(AUDIT_LINKS_SQL, {"lo": lo, "hi": hi, "genesis": GENESIS_HASH}).scalar()
+    altered = session.execute(AUDIT_CONTENT_SQL, {"lo": lo, "hi": hi}).first()
+    problems = []
+    if broken is not None:
+        problems.append((int(broken), "the chain link or sequence breaks before this event"))
+    if altered is not None and altered[0] is not None:
+        problems.append((int(altered[0]), "an event does not match its hash (edited after it was written)"))
+    if (bounds.head_seq, bounds.head_hash) != (hi, session.execute(
+            text("SELECT hash FROM audit_events WHERE seq = :s"), {"s": hi}).scalar()):
+        problems.append((hi + 1, f"the chain head says seq {bounds.head_seq}; the trail ends at {hi}"))
+    findings = [Finding("audit_chain_broken", f"audit trail broken at seq {seq}: {why}", f"rbe:audit:{seq}",
+                        {"seq": seq, "problem": why, "range": [lo, hi]}) for seq, why in sorted(problems)[:1]]
+    return CheckOutcome("audit_chain", "", not findings,
+                        f"{hi - lo + 1} events verified (seq {lo} to {hi}: links, sequence and hashes)"
+                        if not findings else findings[0].message, findings, {"from_seq": lo, "to_seq": hi})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raising, fingerprint, run
+
+
+def criticality_of(exception: BatchException, entries: dict[int, StepEntry]) -> str | None:
+    """The criticality of the parameter an exception concerns (from its entry's live check), if any."""
+    evidence = exception.evidence or {}
+    if evidence.get("criticality"):
+        return str(evidence["criticality"])
+    entry = entries.get(exception.entry_id) if exception.entry_id else None
+    if entry is not None and (entry.check_details or {}).get("criticality"):
+        return str(entry.check_details["criticality"])
+    return None
+
+
+def _raise(ctx: Context, outcomes: list[CheckOutcome], *, run_id: int) -> list[int]:
+    """Raise every finding not raised before (in bulk: a batch may carry a thousand sensor episodes)."""
+    session, batch = ctx.session, ctx.batch
+    existing = {e.dedupe_key: e.id for e in ctx.exceptions if e.dedupe_key}
+    known = set(existing)
+    actor = current_actor(session)
+    label = f"{RBE_LABEL} (run #{run_id})"
+    rows, owners = [], []
+    for outcome in outcomes:
+        for item in outcome.findings:
+            if item.dedupe_key in known:
+                if item.dedupe_key in existing and existing[item.dedupe_key] not in outcome.exception_ids:
+                    outcome.exception_ids.append(existing[item.dedupe_key])
+                continue
+            if item.final_only and not ctx.final:
+                outcome.pending.append(item.message)
+                continue
+            known.add(item.dedupe_key)
+            _, severity, _, _ = ctx.rules.classify(item.type, criticality=item.criticality)
+            rows.append({"batch_id": batch.id, "step_execution_id": item.step_id, "entry_id": item.entry_id,
+                         "capture_key": item.capture_key, "type": item.type, "severity": severity,
+                         "message": item.message[:4000], "evidence": plain_json(item.evidence),
+                         "dedupe_key": item.dedupe_key[:120], "raised_by_member_id": actor.member_id,
+                         "raised_by_label": label[:300]})
+            owners.append(outcome)
+    if not rows:
+        return []
+    table = BatchException.__table__
+    ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
+    for exc_id, outcome in zip(ids, owners, strict=True):
+        outcome.exception_ids.append(exc_id)
+    record_many(session, [{"action": "create", "record_type": "batch_exception", "record_id": exc_id,
+                           "new": {"batch": batch.batch_number, "type": row["type"], "severity": row["severity"],
+                                   "message": row["message"], "step_execution_id": row["step_execution_id"],
+                                   "rbe_run_id": run_id}}
+                          for exc_id, row in zip(ids, rows, strict=True)], actor=actor)
+    return ids
+
+
+FINGERPRINT_SQL = text("""
+SELECT encode(sha256(convert_to(concat_ws('|',
+  (SELECT concat_ws(',', b.id, b.batch_number, b.batch_size, b.batch_unit, b.line_id, b.ended_at)
+     FROM batches b WHERE b.id = :batch),
+  (SELECT string_agg(concat_ws(':', s.id, s.status, s.started_at, s.ended_at, s.equipment_id), ',' ORDER BY s.id)
+     FROM step_executions s WHERE s.batch_id = :batch),
+  (SELECT string_agg(concat_ws(':', e.id, e.supersedes_id, md5(e.value::text || e.display), e.check_state,
+                               e.movement_ids::text), ',' ORDER BY e.id)
+     FROM step_entries e WHERE e.batch_id = :batch),
+  (SELECT string_agg(x.id::text, ',' ORDER BY x.id) FROM batch_exceptions x WHERE x.batch_id = :batch),
+  (SELECT string_agg(o.id::text, ',' ORDER BY o.id) FROM batch_overrides o WHERE o.batch_id = :batch),
+  (SELECT string_agg(a.id || ':' || a.sha256, ',' ORDER BY a.id) FROM batch_attachments a
+     WHERE a.batch_id = :batch),
+  (SELECT string_agg(concat_ws(':', g.id, g.record_type, g.record_id, g.content_hash), ',' ORDER BY g.id)
+     FROM signatures g
+     WHERE (g.record_type = 'batch' AND g.record_id = :batch_text)
+        OR (g.record_type = 'step_execution' AND g.record_id IN
+            (SELECT s.id::text FROM step_executions s WHERE s.batch_id = :batch))),
+  (SELECT string_agg(concat_ws(':', m.id, m.kind, m.quantity), ',' ORDER BY m.id) FROM lot_movements m
+     WHERE m.batch_number = :number)
+), 'UTF8')), 'hex')
+""")
+
+
+def record_fingerprint(session: Session, batch: Batch) -> str:
+    """SHA-256 over the batch record as it stands: steps, entries, exceptions, signatures, overrides, lots."""
+    base = session.execute(FINGERPRINT_SQL, {"batch": batch.id, "batch_text": str(batch.id),
+                                             "number": batch.batch_number}).scalar_one()
+    extra = _episode_fingerprint(session, batch)
+    return hashlib.sha256(f"{base}|{extra}".encode()).hexdigest()
+
+
+def _episode_fingerprint(session: Session, batch: Batch) -> str:
+    episodes = batch_episodes(session, batch)
+    return ",".join(f"{e.id}:{e.n_alarms}:{e.end_ts.isoformat()}" for e in episodes)
+
+
+def summarise(rules: RuleSet, exceptions: list[BatchException],
+              entries: dict[int, StepEntry]) -> dict[str, Any]:
+    """Counts of exceptions by severity and by class under a rule set."""
+    by_severity = {s: 0 for s in rules_mod.SEVERITIES}
+    by_class: dict[str, int] = defaultdict(int)
+    for exc in exceptions:
+        code, severity, _, _ = rules.classify(exc.type, criticality=criticality_of(exc, entries),
+                                              raised_severity=exc.severity)
+        by_severity[severity] += 1
+        by_class[code] += 1
+    return {"total": len(exceptions), "by_severity": by_severity, "by_class": dict(sorted(by_class.items()))}
+
+
+def statement_of(batch: Batch, rules: RuleSet, outcomes: list[CheckOutcome], counts: dict[str, Any],
+                 final: bool) -> str:
+    """The completeness statement of a run, in words."""
+    passed = sum(1 for o in outcomes if o.passed)
+    head = (f"Batch {batch.batch_number}: {len(outcomes)} checks ran under rule set {rules.version} "
+            f"({', '.join(o.code for o in outcomes)}); {passed} passed.")
+    if not final:
+        head += " The batch is still running: this is not the final review."
+    if counts["total"] == 0:
+        return head + " No exceptions: the record is complete and consistent on every check listed."
+    sev = counts["by_severity"]
+    return head + (f" {counts['total']} exceptions ({sev['critical']} critical, {sev['major']} major, "
+                   f"{sev['minor']} minor) in {', '.join(counts['by_class'])}.")
+
+
+def run_rbe(session: Session, *, batch_id: int, trigger: str = "on_demand",
+            rule_set: RuleSet | None = None) -> RbeRun:
+    """Run every check over a batch, raise what they find, and record the run (final once the batch completed)."""
+    from app.review.services import current_rule_set
+
+    clock = time.perf_counter()
+    batch = lock_batch(session, batch_id)
+    if batch.status in ("planned", "released", "rejected"):
+        raise Conflict(f"batch {batch.batch_number} is {batch.status}: "
+                       + ("release it to the floor first" if batch.status == "planned"
+                          else "its review is closed; the release record stands"))
+    rules = rule_set or current_rule_set(session)
+    ctx = _load(session, batch, rules)
+    run_id = session.execute(text("SELECT nextval(pg_get_serial_sequence('rbe_runs', 'id'))")).scalar_one()
+    outcomes = []
+    for code, label, fn in CHECKS:
+        outcome = fn(ctx)
+        outcome.code, outcome.label = code, label
+        outcomes.append(outcome)
+    new_ids = _raise(ctx, outcomes, run_id=run_id)
+    exceptions = list(session.scalars(select(BatchException).where(BatchException.batch_id == batch.id)
+                                      .order_by(BatchException.id))) if new_ids else ctx.exceptions
+    counts = summarise(rules, exceptions, {e.id: e for e in ctx.entries})
+    final = batch.status in ("completed", "in_review")
+    actor = current_actor(session)
+    if final and batch.status == "completed":
+        old = batch.status
+        batch.status, batch.status_changed_at = "in_review", ctx.now
+        session.flush()
+        record(session, action="status_change", record_type="batch", record_id=batch.id, old={"status": old},
+               new={"status": "in_review", "rbe_run_id": run_id},
+               reason=f"review by exception: checks ran on the completed record (RBE run #{run_id})")
+        add_event(session, batch, "in_review", from_status=old, to_status="in_review",
+                  reason="review by exception started", details={"rbe_run_id": run_id})
+    run = RbeRun(id=run_id, batch_id=batch.id, trigger=trigger, batch_status=batch.status, final=final,
+                 rule_set_version=rules.version, rule_set=rules.as_dict(),
+                 checks=[o.as_dict() for o in outcomes], exception_ids=[e.id for e in exceptions],
+                 new_exception_ids=new_ids, counts=counts,
+                 statement=statement_of(batch, rules, outcomes, counts, final),
+                 record_fingerprint=record_fingerprint(session, batch), started_at=ctx.now,
+                 duration_ms=0, member_id=actor.member_id, actor_label=actor.label[:300])
+    run.duration_ms = int((time.perf_counter() - clock) * 1000)
+    session.add(run)
+    session.flush()
+    record(session, action="create", record_type="rbe_run", record_id=run.id,
+           new={"batch": batch.batch_number, "trigger": trigger, "final": final, "rule_set": rules.version,
+                "checks": {o.code: o.passed for o in outcomes}, "exceptions": counts["total"],
+                "new_exceptions": len(new_ids), "fingerprint": run.record_fingerprint})
+    return run
+
+
+def run_digest(run: RbeRun) -> str:
+    """A short hash of what a run found (for the report's header)."""
+    body = {"checks": run.checks, "exceptions": run.exception_ids, "rules": run.rule_set_version}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,361 @@
+"""Analyse new readings of a sensor window by window and open or extend exception episodes.
+
+Per sensor, `analyse_sensor` reads the readings after the sensor's cursor, prepends the last `LOOKBACK`
+readings before it (the run rules and health checks need them), and judges every new reading except the last
+`LAG` (the spike check's centred window needs that many later readings; they are judged with the next
+window). Recursive chart state (EWMA, CUSUM, AR(1) whitening) is carried in `sensor_analysis_state`, and the
+open episode of each rule is extended with `detection.extend_episodes`, so analysing a stream in pieces gives
+the same alarms and episodes as analysing it whole.
+
+Rules and their documented defaults (per sensor; `fit_baseline` can change `arl0` and enable Nelson rules):
+
+* health (the sensor cannot be trusted; those readings are blanked out before the process charts):
+  quality flag (bad or uncertain), physical range (the sensor's `range_low..range_high`), stuck value
+  (`STUCK_N` identical readings), spike (Hampel filter, `SPIKE_HALF_WINDOW` each side, `SPIKE_THRESHOLD`
+  robust sigmas), data gap (longer than `GAP_PERIODS` sampling periods);
+* process: the shift detector (AR(1) whitening, then EWMA lambda 0.1 or CUSUM k 0.5 designed together for an
+  in-control ARL of `arl0` = 370 samples and a 1-sigma step caught in about 10 samples, see `detection`);
+  Nelson/Western Electric run rules on the whitened readings when enabled for the sensor (each enabled rule
+  shortens the in-control ARL, so none are on by default); the hard and alarm limits of the critical parameter
+  of the running step (from the batch record, by the sensor's quantity kind).
+
+The in-control model (mean, sigma, AR(1) phi) comes from `fit_baseline` on a qualified window; without one it
+is fitted on the sensor's first `BASELINE_N` good readings, and the charts start after them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.audit.services import record
+from app.plant.models import Sensor
+from app.sensors import detection, queries
+from app.sensors.batch_link import StepLimits, running_steps
+from app.sensors.models import PcaModel, PcaState, SensorAnalysisState, SensorEpisode, SensorReading
+from app.sensors.multivariate import PcaMonitor
+from app.sensors.services import aligned_matrix, attach_steps, baseline_document
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+STUCK_N = 10
+#: A Hampel window of 15 readings and 10 robust sigmas: about 2 false spikes per 100,000 in-control readings
+#: of an autocorrelated probe (smaller windows have heavy-tailed MADs and flag many more).
+SPIKE_HALF_WINDOW = 7
+SPIKE_THRESHOLD = 10.0
+GAP_PERIODS = 3.0
+BASELINE_N = 1000
+#: Quiet readings that may separate two alarms of one excursion before it counts as over. A small sustained
+#: shift keeps its chart hovering at the limit, alarming on and off: half a minute at 1 Hz keeps it one episode.
+GAP_TOLERANCE = 30
+LAG = SPIKE_HALF_WINDOW
+LOOKBACK = max(2 * SPIKE_HALF_WINDOW, STUCK_N - 1, detection.nelson_lookback(detection.NELSON_RULES), 1)
+#: How many new readings one pass analyses at most (a backlog is worked through in several passes).
+MAX_WINDOW = 200_000
+
+
+def _state_for_update(session: Session, sensor_id: int) -> SensorAnalysisState:
+    """Return the sensor's analysis state row, created if missing, locked for this transaction."""
+    session.execute(insert(SensorAnalysisState).values(sensor_id=sensor_id, n_seen=0, open_episodes={})
+                    .on_conflict_do_nothing(index_elements=["sensor_id"]))
+    return session.execute(select(SensorAnalysisState).where(SensorAnalysisState.sensor_id == sensor_id)
+                           .with_for_update().execution_options(populate_existing=True)).scalar_one()
+
+
+def _load(session: Session, sensor_id: int, cursor: datetime | None) -> tuple[list[Any], list[Any]]:
+    """Return (lookback rows, new rows) of a sensor as (ts, value, quality, batch_id, step_id), in time order."""
+    columns = (SensorReading.ts, SensorReading.value, SensorReading.quality, SensorReading.batch_id,
+               SensorReading.step_id)
+    query = select(*columns).where(SensorReading.sensor_id == sensor_id)
+    if cursor is None:
+        return [], session.execute(query.order_by(SensorReading.ts).limit(MAX_WINDOW)).all()
+    new = session.execute(query.where(SensorReading.ts > cursor).order_by(SensorReading.ts)
+                          .limit(MAX_WINDOW)).all()
+    back = session.execute(query.where(SensorReading.ts <= cursor).order_by(SensorReading.ts.desc())
+                           .limit(LOOKBACK)).all()
+    return list(reversed(back)), new
+
+
+def _auto_baseline(session: Session, sensor_id: int) -> tuple[detection.InControlModel, datetime] | None:
+    """Fit the fallback in-control model on the sensor's first BASELINE_N good readings, if there are that many."""
+    rows = session.execute(
+        select(SensorReading.ts, SensorReading.value)
+        .where(SensorReading.sensor_id == sensor_id, SensorReading.quality == 0)
+        .order_by(SensorReading.ts).limit(BASELINE_N)).all()
+    if len(rows) < BASELINE_N:
+        return None
+    try:
+        return detection.fit_in_control(np.array([r[1] for r in rows])), rows[-1][0]
+    except ValueError:
+        return None  # a flat or non-stationary start: wait for a deliberate fit_baseline
+
+
+def _limit_detections(session: Session, sensor: Sensor, stamps: list[datetime], values: np.ndarray,
+                      step_ids: np.ndarray) -> detection.Detection | None:
+    """Check readings against the limits of the critical parameter of the step running at each reading."""
+    if not (step_ids >= 0).any():
+        return None
+    steps = running_steps(session, equipment_id=sensor.equipment_id, start=stamps[0], end=stamps[-1])
+    limits_of: dict[int, StepLimits] = {}
+    for step in steps:
+        limit = step.limits.get(sensor.quantity_kind)
+        if limit is not None:
+            limits_of[step.step_id] = limit
+    if not limits_of:
+        return None
+    alarm = np.zeros(values.size, dtype=bool)
+    statistic = np.zeros(values.size)
+    level = np.full(values.size, detection.LimitState.GREEN, dtype=np.int8)
+    params: dict[str, Any] = {}
+    for step_id, limit in limits_of.items():
+        where = step_ids == step_id
+        if not where.any():
+            continue
+        check = detection.limit_check(values[where], low=limit.low, high=limit.high, alarm_low=limit.alarm_low,
+                                      alarm_high=limit.alarm_high)
+        alarm[where], statistic[where], level[where] = check.alarm, check.statistic, check.level
+        params[str(step_id)] = dict(check.spec.params)
+    spec = detection.RuleSpec("limits", "process", {"by_step": params})
+    return detection.Detection(spec, alarm, statistic, level=level)
+
+
+def _finite(value: float) -> float | None:
+    """Return the value, or None for NaN/inf (JSON and the audit trail have no NaN)."""
+    return float(value) if np.isfinite(value) else None
+
+
+def _only_finite(found: detection.Detection, values: np.ndarray) -> detection.Detection:
+    return detection.Detection(found.spec, found.alarm & np.isfinite(values), found.statistic, found.state,
+                               found.level)
+
+
+def _episode_of(row: SensorEpisode) -> detection.Episode:
+    return detection.Episode(rule=row.rule, start_index=row.start_index, end_index=row.end_index,
+                             start_time=row.start_ts, end_time=row.end_ts, peak_index=row.peak_index,
+                             peak_value=np.nan if row.peak_value is None else row.peak_value,
+                             peak_deviation=row.peak_deviation, n_alarms=row.n_alarms,
+                             open=row.is_open)
+
+
+def _episode_values(row: SensorEpisode) -> dict[str, Any]:
+    return {"sensor_id": row.sensor_id, "rule": row.rule, "kind": row.kind, "severity": row.severity,
+            "start_ts": row.start_ts, "end_ts": row.end_ts, "peak_ts": row.peak_ts, "peak_value": row.peak_value,
+            "n_alarms": row.n_alarms, "batch_id": row.batch_id, "step_id": row.step_id, "spec": row.spec}
+
+
+def _save_episodes(session: Session, owner: tuple[int | None, int], state: SensorAnalysisState | PcaState,
+                   result: detection.Detection, judged: slice, stamps: list[datetime], values: np.ndarray,
+                   batch_ids: np.ndarray, step_ids: np.ndarray) -> tuple[int, int]:
+    """Extend the rule's open episode of (sensor id or None, equipment id) and insert new ones; return counts."""
+    sensor_id, equipment_id = owner
+    rule, offset = result.spec.rule, state.n_seen
+    alarm, statistic = result.alarm[judged], result.statistic[judged]
+    level = result.level[judged] if result.level is not None else None
+    open_id = state.open_episodes.get(rule)
+    open_row = session.get(SensorEpisode, open_id) if open_id else None
+    carried = _episode_of(open_row) if open_row is not None else None
+    if carried is None and not alarm.any():
+        return 0, 0
+    episodes = detection.extend_episodes(carried, alarm, np.asarray(stamps, dtype=object), values, rule=rule,
+                                         deviation=statistic, gap_tolerance=GAP_TOLERANCE, index_offset=offset)
+    opened = closed = 0
+    open_episodes = dict(state.open_episodes)
+    open_episodes.pop(rule, None)
+    for position, episode in enumerate(episodes):
+        local = lambda index: index - offset  # noqa: E731 (index of a global sample in this window)
+        severity = "amber"
+        if level is not None:
+            span = level[max(local(episode.start_index), 0): local(episode.end_index) + 1]
+            severity = "red" if span.size and span.max() >= detection.LimitState.RED else "amber"
+        if position == 0 and open_row is not None:
+            row = open_row
+            was_red = row.severity == "red"
+            row.end_ts, row.end_index = episode.end_time, episode.end_index
+            if episode.peak_index != row.peak_index:
+                row.peak_index, row.peak_value = episode.peak_index, _finite(episode.peak_value)
+                row.peak_deviation = _finite(episode.peak_deviation) or 0.0
+                row.peak_ts = stamps[local(episode.peak_index)]
+            row.n_alarms, row.is_open = episode.n_alarms, episode.open
+            row.severity = "red" if was_red or severity == "red" else "amber"
+        else:
+            start = local(episode.start_index)
+            row = SensorEpisode(
+                sensor_id=sensor_id, equipment_id=equipment_id, kind=result.spec.kind, rule=rule,
+                spec=result.spec.to_dict(), severity=severity, start_ts=episode.start_time,
+                end_ts=episode.end_time, peak_ts=stamps[local(episode.peak_index)],
+                peak_value=_finite(episode.peak_value),
+                peak_deviation=_finite(episode.peak_deviation) or 0.0, n_alarms=episode.n_alarms,
+                start_index=episode.start_index, end_index=episode.end_index, peak_index=episode.peak_index,
+                is_open=episode.open, batch_id=int(batch_ids[start]) if batch_ids[start] >= 0 else None,
+                step_id=int(step_ids[start]) if step_ids[start] >= 0 else None)
+            session.add(row)
+            session.flush()
+            record(session, action="create", record_type="sensor_episode", record_id=row.id,
+                   new=_episode_values(row))
+            opened += 1
+        if row.is_open:
+            open_episodes[rule] = row.id
+        else:  # only open episodes are carried, so a closed one was closed by this window
+            session.flush()
+            record(session, action="close", record_type="sensor_episode", record_id=row.id,
+                   new={"end_ts": row.end_ts, "n_alarms": row.n_alarms, "peak_value": row.peak_value},
+                   reason=f"no {rule} alarm for {GAP_TOLERANCE} samples")
+            closed += 1
+    state.open_episodes = open_episodes
+    return opened, closed
+
+
+def analyse_sensor(session: Session, sensor: Sensor) -> dict[str, Any]:
+    """Judge a sensor's new readings with the health and process rules and record episodes; return counts."""
+    state = _state_for_update(session, sensor.id)
+    back, new = _load(session, sensor.id, state.cursor_ts)
+    if len(new) <= LAG:
+        return {"sensor_id": sensor.id, "analysed": 0}
+    rows = back + new
+    n_back, n_judged = len(back), len(new) - LAG
+    judged = slice(n_back, n_back + n_judged)
+    stamps = [r[0] for r in rows]
+    values = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
+    quality = np.array([r[2] for r in rows], dtype=np.int8)
+    batch_ids = np.array([-1 if r[3] is None else r[3] for r in rows], dtype=np.int64)
+    step_ids = np.array([-1 if r[4] is None else r[4] for r in rows], dtype=np.int64)
+    seconds = np.array([s.timestamp() for s in stamps])
+    low, high = float(sensor.range_low), float(sensor.range_high)
+
+    health = [
+        detection.quality_check(quality),
+        # A missing value (a bad reading without a number) is the quality check's business, not a range fault.
+        _only_finite(detection.range_check(values, low=low, high=high), values),
+        detection.stuck_check(values, n=STUCK_N),
+        detection.spike_check(values, half_window=SPIKE_HALF_WINDOW, threshold=SPIKE_THRESHOLD,
+                              min_scale=(high - low) * 1e-6),
+        detection.gap_check(seconds, period=float(sensor.sampling_period_s), k=GAP_PERIODS),
+    ]
+    # A gap flags the first reading after a dropout; that reading itself is sound, so it is not blanked.
+    masked = detection.mask_unhealthy(values, *health[:4])
+    detections: list[detection.Detection] = list(health)
+
+    model_doc = state.model
+    chart_from = n_back  # index in `rows` where the process charts start
+    if model_doc is None:
+        fitted = _auto_baseline(session, sensor.id)
+        if fitted is not None:
+            model, last_ts = fitted
+            model_doc = baseline_document(model, source="first_readings", start=None, end=last_ts)
+            state.model, state.chart_state = model_doc, None
+            chart_from = max(n_back, int(np.searchsorted(seconds, last_ts.timestamp(), side="right")))
+    if model_doc is not None and chart_from < n_back + n_judged:
+        model = detection.InControlModel(model_doc["mean"], model_doc["sigma"], model_doc["phi"])
+        design = detection.design_detector(float(model_doc.get("arl0", 370.0)))
+        carried = detection.ChartState(**state.chart_state) if state.chart_state else None
+        window = masked[chart_from: n_back + n_judged]
+        shift = detection.shift_detector(window, model=model, design=design, state=carried)
+        state.chart_state = shift.state.to_dict() if shift.state else None
+        pad = np.zeros(chart_from, dtype=bool), np.full(chart_from, np.nan)
+        tail = np.zeros(len(rows) - n_back - n_judged, dtype=bool), np.full(len(rows) - n_back - n_judged, np.nan)
+        detections.append(detection.Detection(
+            shift.spec, np.concatenate((pad[0], shift.alarm, tail[0])),
+            np.concatenate((pad[1], shift.statistic, tail[1])), shift.state))
+        if model_doc.get("nelson"):
+            residuals = detection.whiten(masked, model=model)
+            residuals[:chart_from] = np.nan
+            for found in detection.nelson_rules(residuals, mean=0.0, sigma=1.0,
+                                                rules=model_doc["nelson"]).values():
+                detections.append(found)
+    limits = _limit_detections(session, sensor, stamps, values, step_ids)
+    if limits is not None:
+        limits = detection.Detection(limits.spec, limits.alarm & np.isfinite(masked), limits.statistic,
+                                     level=limits.level)
+        detections.append(limits)
+
+    opened = closed = 0
+    judged_stamps = stamps[judged]
+    for found in detections:
+        a, c = _save_episodes(session, (sensor.id, sensor.equipment_id), state, found, judged, judged_stamps,
+                              values[judged], batch_ids[judged], step_ids[judged])
+        opened, closed = opened + a, closed + c
+    state.cursor_ts = stamps[n_back + n_judged - 1]
+    state.n_seen = state.n_seen + n_judged
+    session.flush()
+    return {"sensor_id": sensor.id, "analysed": n_judged, "opened": opened, "closed": closed}
+
+
+def analyse_sensors(session: Session, *, sensor_ids: list[int]) -> list[dict[str, Any]]:
+    """Analyse each sensor's new readings (id order: a stable lock order), then their equipment's PCA models."""
+    sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
+    results = [analyse_sensor(session, sensor) for sensor in sensors]
+    for equipment_id in sorted({sensor.equipment_id for sensor in sensors}):
+        results += analyse_equipment_pca(session, equipment_id)
+    return results
+
+
+def _latest_models(session: Session, equipment_id: int) -> list[PcaModel]:
+    """Return the model in force per phase of an equipment (the newest of each)."""
+    rows = session.scalars(select(PcaModel).where(PcaModel.equipment_id == equipment_id)
+                           .order_by(PcaModel.phase, PcaModel.id.desc())).all()
+    latest: dict[str, PcaModel] = {}
+    for row in rows:
+        latest.setdefault(row.phase, row)
+    return list(latest.values())
+
+
+def analyse_equipment_pca(session: Session, equipment_id: int) -> list[dict[str, Any]]:
+    """Score the complete new time buckets of an equipment against its PCA models (T-squared and SPE)."""
+    results = []
+    for model in _latest_models(session, equipment_id):
+        session.execute(insert(PcaState).values(model_id=model.id, n_seen=0, open_episodes={})
+                        .on_conflict_do_nothing(index_elements=["model_id"]))
+        state = session.execute(select(PcaState).where(PcaState.model_id == model.id).with_for_update()
+                                .execution_options(populate_existing=True)).scalar_one()
+        latest = queries.latest_readings(session, list(model.sensor_ids))
+        if len(latest) < len(model.sensor_ids):
+            continue
+        # Only buckets every sensor has finished reporting: up to the bucket holding the oldest newest reading.
+        horizon = min(datetime.fromisoformat(doc["ts"]) for doc in latest.values())
+        start = state.cursor_ts + timedelta(seconds=model.bucket_s) if state.cursor_ts else model.trained_to
+        bucket = timedelta(seconds=model.bucket_s)
+        end = _EPOCH + ((horizon - _EPOCH) // bucket) * bucket
+        if end <= start:
+            continue
+        buckets, matrix = aligned_matrix(session, sensor_ids=list(model.sensor_ids), start=start, end=end,
+                                         bucket_s=model.bucket_s)
+        complete = np.isfinite(matrix).all(axis=1)
+        stamps = [b for b, ok in zip(buckets.tolist(), complete.tolist(), strict=True) if ok]
+        if not stamps:
+            continue
+        matrix = matrix[complete]
+        times = np.array([b.astimezone(UTC).replace(tzinfo=None) for b in stamps], dtype="datetime64[us]")
+        batch_ids, step_ids = attach_steps(session, equipment_id, times)
+        if model.phase:
+            steps = running_steps(session, equipment_id=equipment_id, start=stamps[0], end=stamps[-1])
+            in_phase = np.array([any(s.phase == model.phase and s.covers(b) for s in steps) for b in stamps])
+            stamps = [b for b, ok in zip(stamps, in_phase.tolist(), strict=True) if ok]
+            matrix, batch_ids, step_ids = matrix[in_phase], batch_ids[in_phase], step_ids[in_phase]
+            if not stamps:
+                state.cursor_ts = buckets[-1]
+                continue
+        monitor = PcaMonitor.from_dict(model.document)
+        scores = monitor.score(matrix)
+        params = {"model_id": model.id, "phase": model.phase, "bucket_s": model.bucket_s,
+                  "confidence": monitor.confidence, "sensor_ids": list(model.sensor_ids)}
+        opened = closed = 0
+        window = slice(0, len(stamps))
+        for rule, alarm, statistic, limit in (("pca.t2", scores.t2_alarm, scores.t2, monitor.t2_limit),
+                                              ("pca.spe", scores.spe_alarm, scores.spe, monitor.spe_limit)):
+            spec = detection.RuleSpec(rule, "multivariate", {**params, "limit": limit},  # type: ignore[arg-type]
+                                      model_version=monitor.model_version)
+            found = detection.Detection(spec, alarm, statistic)
+            a, c = _save_episodes(session, (None, equipment_id), state, found, window, stamps, statistic,
+                                  batch_ids, step_ids)
+            opened, closed = opened + a, closed + c
+        state.cursor_ts = stamps[-1]
+        state.n_seen = state.n_seen + len(stamps)
+        session.flush()
+        results.append({"pca_model_id": model.id, "scored": len(stamps), "opened": opened, "closed": closed})
+    return results
+

@@ -1,0 +1,271 @@
+"""Sensor path tables: ingest payloads, time-partitioned readings, analysis state, exception episodes, PCA models.
+
+Readings are data, not GMP records: they are inserted once and never changed (the tenant role may only SELECT
+and INSERT them), but they are not audited one by one. Exception episodes are GMP records: opening and closing
+one writes an audit event, and no one may delete them.
+
+`sensor_readings` is partitioned by month on `ts` (native range partitioning). New tenants get only the DEFAULT
+partition, so a reading is never refused for lack of a partition; monthly partitions are made on demand by
+`sensor_readings_ensure_partition(month)`, a SECURITY DEFINER function (the tenant role cannot CREATE tables)
+that moves any rows of that month out of the default partition before attaching the new one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Double,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Text,
+    event,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.core.db import CreatedAt, TenantBase
+
+INGEST_STATUSES = ("queued", "processed", "failed")
+
+
+class SensorIngest(TenantBase):
+    """One payload a gateway posted: stored as received before `202 Accepted`, then processed by a job."""
+
+    __tablename__ = "sensor_ingests"
+    __table_args__ = (
+        Index("uq_sensor_ingests_source_message_id", "source", "message_id", unique=True,
+              postgresql_where=text("message_id IS NOT NULL")),
+        Index("ix_sensor_ingests_received_at", "received_at"),
+        CheckConstraint("status IN ('queued', 'processed', 'failed')", name="status"),
+        {"info": {"privileges": "read_write"}},
+    )
+
+    #: The ingest id returned to the gateway.
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    #: Who posted it: `client:<oauth client id>`, `bridge:<name>`, `member:<id>`.
+    source: Mapped[str] = mapped_column(String(120))
+    #: The client's own message id; a repeated one is accepted once.
+    message_id: Mapped[str | None] = mapped_column(String(200))
+    #: `json` or `csv`.
+    content_type: Mapped[str] = mapped_column(String(10))
+    #: The body exactly as received (never altered; reprocessing reads it again).
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    #: Size of the body in bytes.
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    #: queued / processed / failed.
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    #: When the database accepted the payload (server clock, UTC).
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    #: When the ingest job finished.
+    processed_at: Mapped[datetime | None]
+    #: Readings found in the payload.
+    readings_total: Mapped[int | None] = mapped_column(BigInteger)
+    #: Readings newly stored by this payload.
+    readings_stored: Mapped[int | None] = mapped_column(BigInteger)
+    #: Readings already stored (same sensor and timestamp) and therefore not stored again.
+    readings_duplicate: Mapped[int | None] = mapped_column(BigInteger)
+    #: Readings refused (unknown sensor, non-numeric value, bad timestamp); see `errors`.
+    readings_rejected: Mapped[int | None] = mapped_column(BigInteger)
+    #: Refused readings, first `MAX_ERRORS_LISTED`: [{"index", "sensor", "reason"}].
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    #: Count of refused readings per reason (complete, even when `errors` is truncated).
+    error_counts: Mapped[dict[str, int] | None] = mapped_column(JSONB)
+    #: Why the whole payload failed (unparseable), if it did.
+    failure: Mapped[str | None] = mapped_column(Text)
+
+
+class SensorReading(TenantBase):
+    """One reading of one sensor at one time; unique on (sensor, timestamp) across all partitions."""
+
+    __tablename__ = "sensor_readings"
+    __table_args__ = (
+        PrimaryKeyConstraint("sensor_id", "ts", name="pk_sensor_readings"),
+        # Time-ordered appends make BRIN tiny and enough for time-range scans across sensors.
+        Index("ix_sensor_readings_ts_brin", "ts", postgresql_using="brin"),
+        {"postgresql_partition_by": "RANGE (ts)", "info": {"privileges": "append_only"}},
+    )
+
+    #: The sensor (plant area's `sensors.id`).
+    sensor_id: Mapped[int] = mapped_column(BigInteger)
+    #: Source timestamp of the reading (device or OPC UA server clock), UTC.
+    ts: Mapped[datetime]
+    #: The measured value in the sensor's unit; NULL only for a bad-quality reading that carried no number.
+    value: Mapped[float | None] = mapped_column(Double)
+    #: 0 good, 1 uncertain, 2 bad (a quality flag, never a process value).
+    quality: Mapped[int] = mapped_column(SmallInteger, default=0)
+    #: The payload that brought it.
+    ingest_id: Mapped[int] = mapped_column(BigInteger)
+    #: Batch running on the sensor's equipment at `ts`, if any.
+    batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: Step of that batch running at `ts`, if any.
+    step_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class SensorAnalysisState(TenantBase):
+    """Where analysis of one sensor stands: cursor, in-control model and recursive chart state."""
+
+    __tablename__ = "sensor_analysis_state"
+    __table_args__ = {"info": {"privileges": "read_write"}}
+
+    #: The sensor.
+    sensor_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: Timestamp of the last analysed reading; later readings are analysed next.
+    cursor_ts: Mapped[datetime | None]
+    #: Readings analysed so far (global sample index of the next one).
+    n_seen: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: In-control model {mean, sigma, phi, source, fitted_on}; None until enough readings were seen.
+    model: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    #: `detection.ChartState` of the shift detector after the last analysed reading.
+    chart_state: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    #: Open episode id per rule, e.g. {"shift": 12}.
+    open_episodes: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict)
+    #: Last update.
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class SensorEpisode(CreatedAt, TenantBase):
+    """One excursion of one rule on one sensor (or one equipment's PCA model): opened once, extended while it lasts."""
+
+    __tablename__ = "sensor_episodes"
+    __table_args__ = (
+        Index("ix_sensor_episodes_sensor_id_start_ts", "sensor_id", "start_ts"),
+        Index("ix_sensor_episodes_batch_id", "batch_id"),
+        Index("ix_sensor_episodes_open", "sensor_id", postgresql_where=text("is_open")),
+        CheckConstraint("kind IN ('process', 'health', 'multivariate')", name="kind"),
+        {"info": {"privileges": "read_write"}},
+    )
+
+    #: Never reused.
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    #: Sensor (None for a multivariate episode of a whole equipment).
+    sensor_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: Equipment the sensor is mounted on (or the PCA model's equipment).
+    equipment_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: process (the process moved), health (the sensor cannot be trusted) or multivariate.
+    kind: Mapped[str] = mapped_column(String(20))
+    #: Rule name, e.g. `shift`, `nelson_1`, `limits`, `health.stuck`, `pca.spe`.
+    rule: Mapped[str] = mapped_column(String(40))
+    #: RuleSpec: rule, parameters and model version that reproduce the alarm.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: amber / red for limit episodes, else amber.
+    severity: Mapped[str] = mapped_column(String(10), default="amber")
+    #: Timestamp of the first alarmed reading.
+    start_ts: Mapped[datetime]
+    #: Timestamp of the last alarmed reading so far.
+    end_ts: Mapped[datetime]
+    #: Timestamp of the reading with the largest deviation.
+    peak_ts: Mapped[datetime]
+    #: Reading value at the peak (None when the peak reading carried no number: a bad-quality flag).
+    peak_value: Mapped[float | None] = mapped_column(Double)
+    #: Charted statistic at the peak (sigma units for charts, distance for limits).
+    peak_deviation: Mapped[float] = mapped_column(Double)
+    #: Alarmed readings in the episode.
+    n_alarms: Mapped[int] = mapped_column(BigInteger)
+    #: Global sample indices (per sensor), so the episode can be replayed from the readings.
+    start_index: Mapped[int] = mapped_column(BigInteger)
+    #: Global index of the last alarmed sample.
+    end_index: Mapped[int] = mapped_column(BigInteger)
+    #: Global index of the peak sample.
+    peak_index: Mapped[int] = mapped_column(BigInteger)
+    #: True while a later alarm could still extend it.
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Batch running on the equipment at the start (None if none or not known).
+    batch_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: Step running at the start.
+    step_id: Mapped[int | None] = mapped_column(BigInteger)
+    #: When it was last extended or closed.
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class PcaState(TenantBase):
+    """Where scoring of one PCA model stands: last scored bucket and its open episodes."""
+
+    __tablename__ = "sensor_pca_state"
+    __table_args__ = {"info": {"privileges": "read_write"}}
+
+    #: The PCA model (`sensor_pca_models.id`).
+    model_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    #: Start of the last scored bucket.
+    cursor_ts: Mapped[datetime | None]
+    #: Buckets scored so far (global sample index of the next one).
+    n_seen: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Open episode id per rule (`pca.t2`, `pca.spe`).
+    open_episodes: Mapped[dict[str, int]] = mapped_column(JSONB, default=dict)
+
+
+class PcaModel(CreatedAt, TenantBase):
+    """A PCA monitor fitted on reference readings of one equipment (and optionally one phase); append-only."""
+
+    __tablename__ = "sensor_pca_models"
+    __table_args__ = (
+        Index("ix_sensor_pca_models_equipment_id_phase", "equipment_id", "phase"),
+        {"info": {"privileges": "append_only"}},
+    )
+
+    #: Never reused; the newest model of an equipment/phase is the one in force.
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    #: Equipment whose sensors are the variables.
+    equipment_id: Mapped[int] = mapped_column(BigInteger)
+    #: Phase/step key the model applies to ('' for all).
+    phase: Mapped[str] = mapped_column(String(100), default="")
+    #: Sensor ids, in column order.
+    sensor_ids: Mapped[list[int]] = mapped_column(JSONB)
+    #: Seconds per aligned sample (readings are bucketed to this grid).
+    bucket_s: Mapped[int] = mapped_column(Integer)
+    #: `multivariate.PcaMonitor.to_dict()`.
+    document: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    #: The monitor's `model_version` hash.
+    model_version: Mapped[str] = mapped_column(String(100))
+    #: Reference window the model was trained on.
+    trained_from: Mapped[datetime]
+    #: End of the reference window.
+    trained_to: Mapped[datetime]
+
+
+#: The default partition: catches any reading whose month has no partition yet, so none is ever refused.
+DEFAULT_PARTITION_SQL = "CREATE TABLE sensor_readings_default PARTITION OF sensor_readings DEFAULT"
+
+#: Create the partition of one month (UTC) if missing, moving that month's rows out of the default partition.
+#: SECURITY DEFINER: it runs with its owner's rights so the tenant role can add partitions without CREATE on
+#: the schema; `SET search_path FROM CURRENT` pins it to the tenant schema it was created in.
+ENSURE_PARTITION_SQL = """
+CREATE FUNCTION sensor_readings_ensure_partition(month date) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+  lo timestamptz := date_trunc('month', month::timestamp) AT TIME ZONE 'UTC';
+  hi timestamptz := (date_trunc('month', month::timestamp) + interval '1 month') AT TIME ZONE 'UTC';
+  part text := 'sensor_readings_p' || to_char(date_trunc('month', month::timestamp), 'YYYY_MM');
+BEGIN
+  IF to_regclass(part) IS NOT NULL THEN
+    RETURN part;
+  END IF;
+  PERFORM pg_advisory_xact_lock(hashtext(current_schema() || '.' || part));
+  IF to_regclass(part) IS NOT NULL THEN
+    RETURN part;
+  END IF;
+  EXECUTE format('CREATE TABLE %I (LIKE sensor_readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part);
+  EXECUTE format('WITH moved AS (DELETE FROM sensor_readings_default WHERE ts >= %L AND ts < %L RETURNING *) '
+                 'INSERT INTO %I SELECT * FROM moved', lo, hi, part);
+  EXECUTE format('ALTER TABLE sensor_readings ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, lo, hi);
+  RETURN part;
+END
+$$
+"""
+
+INSTALL_SQL = [DEFAULT_PARTITION_SQL, ENSURE_PARTITION_SQL]
+
+for _statement in INSTALL_SQL:
+    event.listen(SensorReading.__table__, "after_create", DDL(_statement.replace("%", "%%")))

@@ -1,0 +1,307 @@
+"""State changes of the sensor path: accept a payload, load its readings, fit baselines, train PCA models.
+
+Every function takes the caller's tenant session and flushes, never commits. Analysis (charts and episodes)
+lives in `app.sensors.analysis`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.audit.services import record
+from app.core.errors import NotFound, ValidationError
+from app.core.jobs import enqueue
+from app.plant.models import Sensor
+from app.sensors import detection
+from app.sensors.batch_link import RunningStep, running_steps
+from app.sensors.models import PcaModel, SensorAnalysisState, SensorIngest, SensorReading
+from app.sensors.multivariate import fit_pca_monitor
+from app.sensors.payloads import ParsedReadings, PayloadError, check_envelope, parse_readings
+
+COPY_COLUMNS = "sensor_id, ts, value, quality, ingest_id, batch_id, step_id"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What `accept_payload` did: the ingest row and whether it was a repeat of an earlier message."""
+
+    ingest: SensorIngest
+    duplicate: bool
+
+
+def accept_payload(session: Session, *, body: bytes, kind: str, source: str, max_bytes: int,
+                   message_id: str | None = None) -> Accepted:
+    """Store a payload durably as received and schedule its processing; a repeated message id is accepted once."""
+    if len(body) > max_bytes:
+        raise PayloadError(f"the payload is {len(body)} bytes; the limit is {max_bytes} bytes: split it")
+    envelope_id = check_envelope(body, kind)
+    message_id = message_id or envelope_id
+    if message_id is not None:
+        existing = session.scalar(select(SensorIngest).where(SensorIngest.source == source,
+                                                             SensorIngest.message_id == message_id))
+        if existing is not None:
+            return Accepted(existing, True)
+    ingest = SensorIngest(source=source[:120], message_id=message_id, content_type=kind, payload=body,
+                          size_bytes=len(body), status="queued")
+    try:
+        with session.begin_nested():  # a concurrent repeat of the same message loses the race cleanly
+            session.add(ingest)
+            session.flush()
+    except IntegrityError:
+        existing = session.scalar(select(SensorIngest).where(SensorIngest.source == source,
+                                                             SensorIngest.message_id == message_id))
+        if existing is None:
+            raise
+        return Accepted(existing, True)
+    enqueue(session, "app.sensors.jobs:process_ingest", ingest_id=ingest.id)
+    return Accepted(ingest, False)
+
+
+def sensors_by_tag(session: Session, tags: set[str]) -> dict[str, Sensor]:
+    """Return the plant's sensors for these tags (unknown tags are simply absent)."""
+    if not tags:
+        return {}
+    return {s.tag: s for s in session.scalars(select(Sensor).where(Sensor.tag.in_(sorted(tags))))}
+
+
+def ensure_partitions(session: Session, months: set[date]) -> list[str]:
+    """Make sure each month (UTC) has its own readings partition; return their names."""
+    return [session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": month}).scalar_one()
+            for month in sorted(months)]
+
+
+def attach_steps(session: Session, equipment_id: int, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return batch and step ids (-1: none) for each timestamp (datetime64[us], sorted or not) on one equipment."""
+    batch_ids = np.full(stamps.size, -1, dtype=np.int64)
+    step_ids = np.full(stamps.size, -1, dtype=np.int64)
+    start = stamps.min().astype(datetime).replace(tzinfo=UTC)
+    end = stamps.max().astype(datetime).replace(tzinfo=UTC)
+    steps: list[RunningStep] = running_steps(session, equipment_id=equipment_id, start=start, end=end)
+    for step in steps:
+        lo = np.datetime64(step.started_at.astimezone(UTC).replace(tzinfo=None), "us")
+        inside = stamps >= lo
+        if step.ended_at is not None:
+            inside &= stamps < np.datetime64(step.ended_at.astimezone(UTC).replace(tzinfo=None), "us")
+        batch_ids[inside] = step.batch_id
+        step_ids[inside] = step.step_id
+    return batch_ids, step_ids
+
+
+def _copy_text(columns: list[Any]) -> str:
+    """Render rows as COPY text: tab-separated, `\\N` for NULL (values are numbers and ISO timestamps only)."""
+    lines = ["\t".join(cells) for cells in zip(*columns, strict=True)]
+    return "\n".join(lines) + "\n"
+
+
+def copy_readings(session: Session, rows: str, n_rows: int) -> tuple[int, int]:
+    """Load readings (COPY text) and return (stored, duplicates); a reading already stored is not stored again.
+
+    The fast path COPYs straight into `sensor_readings` inside a savepoint. If any reading is already there
+    (a payload processed twice, a gateway resending), the unique key refuses the whole COPY, the savepoint
+    rolls back, and the slow path COPYs into a temporary table and inserts with ON CONFLICT DO NOTHING.
+    """
+    if n_rows == 0:
+        return 0, 0
+    session.flush()
+    raw = session.connection().connection.driver_connection
+    with raw.cursor() as cur:
+        cur.execute("SAVEPOINT sensor_readings_copy")
+        try:
+            with cur.copy(f"COPY sensor_readings ({COPY_COLUMNS}) FROM STDIN") as copy:
+                copy.write(rows)
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT sensor_readings_copy")
+        else:
+            cur.execute("RELEASE SAVEPOINT sensor_readings_copy")
+            return n_rows, 0
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS sensor_readings_staging "
+                    "(LIKE sensor_readings INCLUDING DEFAULTS) ON COMMIT DROP")
+        cur.execute("TRUNCATE sensor_readings_staging")
+        with cur.copy(f"COPY sensor_readings_staging ({COPY_COLUMNS}) FROM STDIN") as copy:
+            copy.write(rows)
+        cur.execute(f"INSERT INTO sensor_readings ({COPY_COLUMNS}) "  # noqa: S608 (constant column list)
+                    f"SELECT DISTINCT ON (sensor_id, ts) {COPY_COLUMNS} FROM sensor_readings_staging "
+                    "ORDER BY sensor_id, ts ON CONFLICT (sensor_id, ts) DO NOTHING")
+        stored = cur.rowcount
+    return stored, n_rows - stored
+
+
+def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
+    """Parse a stored payload, load its readings with COPY, attach them to the running batch step, queue analysis.
+
+    Idempotent: a processed ingest is left alone, and reprocessing stores each reading once.
+    """
+    ingest = session.get(SensorIngest, ingest_id, with_for_update=True)
+    if ingest is None:
+        raise NotFound(f"no ingest {ingest_id}")
+    if ingest.status != "queued":
+        return ingest_summary(ingest)
+    try:
+        parsed = parse_readings(ingest.payload, ingest.content_type)
+    except PayloadError as exc:
+        ingest.status, ingest.failure = "failed", str(exc)
+        ingest.processed_at = session.scalar(select(func.now()))
+        return ingest_summary(ingest)
+    sensors = sensors_by_tag(session, set(parsed.tags))
+    rows, n_rows, by_sensor = _rows_for(session, parsed, sensors, ingest.id)
+    stored, duplicates = copy_readings(session, rows, n_rows)
+    ingest.readings_total = parsed.total
+    ingest.readings_stored = stored
+    ingest.readings_duplicate = duplicates
+    ingest.readings_rejected = parsed.rejected
+    ingest.errors = parsed.errors
+    ingest.error_counts = parsed.error_counts
+    ingest.status = "processed"
+    ingest.processed_at = session.scalar(select(func.now()))
+    session.flush()
+    if by_sensor:
+        enqueue(session, "app.sensors.jobs:analyse_sensors", sensor_ids=sorted(by_sensor), ingest_id=ingest.id)
+    return ingest_summary(ingest)
+
+
+def _rows_for(session: Session, parsed: ParsedReadings, sensors: dict[str, Sensor],
+              ingest_id: int) -> tuple[str, int, dict[int, int]]:
+    """Refuse readings of unknown sensors, attach the rest to batch steps, and render them as COPY text."""
+    keep: list[int] = []
+    sensor_ids: list[int] = []
+    for position, tag in enumerate(parsed.tags):
+        sensor = sensors.get(tag)
+        if sensor is None:
+            parsed.refuse(parsed.indices[position], tag, "unknown sensor tag: register it in Plant > Sensors")
+            continue
+        keep.append(position)
+        sensor_ids.append(sensor.id)
+    if not keep:
+        return "", 0, {}
+    stamps = np.array([parsed.stamps[i].replace(tzinfo=None) for i in keep], dtype="datetime64[us]")
+    ids = np.asarray(sensor_ids, dtype=np.int64)
+    batch_ids = np.full(ids.size, -1, dtype=np.int64)
+    step_ids = np.full(ids.size, -1, dtype=np.int64)
+    equipment_of = {s.id: s.equipment_id for s in sensors.values()}
+    positions_by_equipment: dict[int, list[int]] = defaultdict(list)
+    for position, sensor_id in enumerate(sensor_ids):
+        positions_by_equipment[equipment_of[sensor_id]].append(position)
+    for equipment_id, positions in positions_by_equipment.items():
+        where = np.asarray(positions)
+        batch_ids[where], step_ids[where] = attach_steps(session, equipment_id, stamps[where])
+    months = {date(int(str(m)[:4]), int(str(m)[5:7]), 1) for m in np.unique(stamps.astype("datetime64[M]"))}
+    ensure_partitions(session, months)
+
+    def nullable(values: np.ndarray) -> list[str]:
+        return ["\\N" if v < 0 else str(v) for v in values.tolist()]
+
+    columns = [
+        [str(v) for v in ids.tolist()],
+        [f"{stamp}Z" for stamp in np.datetime_as_string(stamps, unit="us").tolist()],
+        ["\\N" if math.isnan(parsed.values[i]) else repr(parsed.values[i]) for i in keep],
+        [str(parsed.qualities[i]) for i in keep],
+        [str(ingest_id)] * len(keep),
+        nullable(batch_ids),
+        nullable(step_ids),
+    ]
+    counts: dict[int, int] = defaultdict(int)
+    for sensor_id in sensor_ids:
+        counts[sensor_id] += 1
+    return _copy_text(columns), len(keep), dict(counts)
+
+
+def ingest_summary(ingest: SensorIngest) -> dict[str, Any]:
+    """Return the status document of an ingest (what `GET /api/v1/ingest/<id>` answers)."""
+    doc: dict[str, Any] = {"id": ingest.id, "status": ingest.status, "message_id": ingest.message_id,
+                           "received_at": ingest.received_at.isoformat() if ingest.received_at else None,
+                           "size_bytes": ingest.size_bytes}
+    if ingest.status == "processed":
+        doc.update(processed_at=ingest.processed_at.isoformat() if ingest.processed_at else None,
+                   readings={"total": ingest.readings_total, "stored": ingest.readings_stored,
+                             "duplicate": ingest.readings_duplicate, "rejected": ingest.readings_rejected},
+                   error_counts=ingest.error_counts or {}, errors=ingest.errors or [])
+    elif ingest.status == "failed":
+        doc.update(processed_at=ingest.processed_at.isoformat() if ingest.processed_at else None,
+                   failure=ingest.failure)
+    return doc
+
+
+def fit_baseline(session: Session, *, sensor_id: int, start: datetime, end: datetime,
+                 arl0: float = 370.0, nelson: list[int] | None = None) -> dict[str, Any]:
+    """Fit a sensor's in-control model on its readings in [start, end] (a qualified reference window)."""
+    values = np.asarray(session.scalars(
+        select(SensorReading.value)
+        .where(SensorReading.sensor_id == sensor_id, SensorReading.ts >= start, SensorReading.ts <= end,
+               SensorReading.quality == 0)
+        .order_by(SensorReading.ts)).all(), dtype=float)
+    try:
+        model = detection.fit_in_control(values)
+    except ValueError as exc:
+        raise ValidationError(f"cannot fit a baseline for sensor {sensor_id} on that window: {exc}") from exc
+    document = baseline_document(model, source="window", start=start, end=end, arl0=arl0, nelson=nelson)
+    state = session.get(SensorAnalysisState, sensor_id, with_for_update=True)
+    if state is None:
+        state = SensorAnalysisState(sensor_id=sensor_id, n_seen=0, open_episodes={})
+        session.add(state)
+    old = state.model
+    state.model = document
+    state.chart_state = None  # restart the recursive charts under the new model
+    session.flush()
+    # The in-control model decides what raises an exception episode: who changed it, and to what, is audited.
+    record(session, action="create" if old is None else "supersede", record_type="sensor_baseline",
+           record_id=sensor_id, old=old, new=document,
+           reason=None if old is None else "baseline refitted on a reference window")
+    return document
+
+
+def baseline_document(model: detection.InControlModel, *, source: str, start: datetime | None,
+                      end: datetime | None, arl0: float = 370.0, nelson: list[int] | None = None) -> dict[str, Any]:
+    """Return the JSON form of a sensor's in-control model and chart settings."""
+    return {"mean": model.mean, "sigma": model.sigma, "phi": model.phi, "source": source,
+            "fitted_from": start.isoformat() if start else None, "fitted_to": end.isoformat() if end else None,
+            "arl0": arl0, "nelson": sorted(nelson or [])}
+
+
+def train_pca_model(session: Session, *, equipment_id: int, start: datetime, end: datetime,
+                    bucket_s: int = 60, phase: str = "", sensor_ids: list[int] | None = None,
+                    variance: float = 0.9) -> PcaModel:
+    """Fit a PCA monitor on an equipment's readings in [start, end], aligned on a `bucket_s` grid."""
+    if sensor_ids is None:
+        sensor_ids = list(session.scalars(select(Sensor.id).where(Sensor.equipment_id == equipment_id)
+                                          .order_by(Sensor.id)))
+    if len(sensor_ids) < 2:
+        raise ValidationError("a PCA model needs at least two sensors on the equipment")
+    _, matrix = aligned_matrix(session, sensor_ids=sensor_ids, start=start, end=end, bucket_s=bucket_s)
+    complete = matrix[np.isfinite(matrix).all(axis=1)]
+    if complete.shape[0] < 3 * len(sensor_ids):
+        raise ValidationError(f"only {complete.shape[0]} complete samples in that window; need at least "
+                              f"{3 * len(sensor_ids)} for {len(sensor_ids)} sensors")
+    monitor = fit_pca_monitor(complete, variance=variance, variables=[str(s) for s in sensor_ids])
+    model = PcaModel(equipment_id=equipment_id, phase=phase, sensor_ids=sensor_ids, bucket_s=bucket_s,
+                     document=monitor.to_dict(), model_version=monitor.model_version,
+                     trained_from=start, trained_to=end)
+    session.add(model)
+    session.flush()
+    return model
+
+
+def aligned_matrix(session: Session, *, sensor_ids: list[int], start: datetime, end: datetime,
+                   bucket_s: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return bucket start times and a (buckets x sensors) matrix of bucket means (NaN where a sensor is silent)."""
+    rows = session.execute(text(
+        "SELECT date_bin(make_interval(secs => :b), ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket, "
+        "sensor_id, avg(value) FROM sensor_readings "
+        "WHERE sensor_id = ANY(:ids) AND ts >= :a AND ts < :z AND quality = 0 GROUP BY 1, 2 ORDER BY 1"),
+        {"b": bucket_s, "ids": sensor_ids, "a": start, "z": end}).all()
+    buckets = sorted({r[0] for r in rows})
+    index = {b: i for i, b in enumerate(buckets)}
+    column = {s: j for j, s in enumerate(sensor_ids)}
+    matrix = np.full((len(buckets), len(sensor_ids)), np.nan)
+    for bucket, sensor_id, mean in rows:
+        matrix[index[bucket], column[sensor_id]] = mean
+    return np.asarray(buckets, dtype=object), matrix

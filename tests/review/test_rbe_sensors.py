@@ -1,0 +1,117 @@
+"""The RBE over the sensor path: every sensor class of exception (limit breach, statistical excursion, golden-batch
+deviation, data gap or bad quality, manual entry where a gateway should deliver) becomes exactly its exception,
+with the episode or the gap as evidence, on the step it happened in."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from app.plant import services as plant
+from app.review import rules, services
+from app.sensors import services as sensor_services
+from app.sensors.models import SensorEpisode, SensorReading
+from tests.sensors.conftest import burst
+
+WOBBLE = [0.0, 0.02, -0.01, 0.03, -0.02, 0.01, -0.03]
+
+
+def _payload(tag: str, points: list[tuple]) -> bytes:
+    return json.dumps({"readings": [{"sensor": tag, "ts": ts.isoformat(), "value": v} for ts, v in points]}).encode()
+
+
+def _episode(sensor_id: int, equipment_id: int, kind: str, rule: str, start, end, peak: float) -> SensorEpisode:
+    """An episode as the analysis job stores it (baseline charts and PCA need hours of history to fit)."""
+    return SensorEpisode(sensor_id=sensor_id, equipment_id=equipment_id, kind=kind, rule=rule,
+                         spec={"rule": rule, "kind": kind, "params": {}}, severity="amber", start_ts=start,
+                         end_ts=end, peak_ts=start, peak_value=peak, peak_deviation=3.2, n_alarms=4,
+                         start_index=0, end_index=3, peak_index=1, is_open=False)
+
+
+def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) -> None:
+    floor = make_review_floor()
+    with floor.tx(floor.supervisor) as s:
+        tt = plant.create_sensor(s, tag=f"TT-{floor.reactor_id}", equipment_id=floor.reactor_id,
+                                 quantity_kind="temperature", unit="°C", range_low=0, range_high=60,
+                                 sampling_period_s=0.2)
+        tt_id, tag = tt.id, tt.tag
+    with floor.tx(floor.qa) as s:  # a 0.6 s gap threshold (3 sampling periods), so a short test step can show one
+        services.update_rules(s, overrides={"settings": {"sensor_gap_min_s": 0}}, reason="fast sampling probe")
+    batch_id = floor.new_batch()
+    floor.start(batch_id, "clearance")
+    floor.enter(batch_id, "clearance", "room_clear", {"value": True})
+    floor.enter(batch_id, "clearance", "vessel", {"code": f"EQ:{floor.reactor_tag}"})
+    floor.sign_all(batch_id, "clearance")
+    floor.complete(batch_id, "clearance")
+    floor.start(batch_id, "charge")
+    floor.enter(batch_id, "charge", "medium", {"code": f"LOT:{floor.lots['MED-T']}", "quantity": "8", "unit": "L"})
+    floor.enter(batch_id, "charge", "temp", {"value": "37.0", "unit": "degC"})
+    time.sleep(3.2)  # the critical charge phase runs for a few seconds of real time
+    floor.sign_all(batch_id, "charge")
+    floor.complete(batch_id, "charge")
+    charge = floor.step(batch_id, "charge")
+    start, end = charge.started_at, charge.ended_at
+    # The gateway's readings of the charge phase: 0.2 s apart, above the alarm limit (37.5) for a moment, and a
+    # 1 s hole in the middle of the phase.
+    middle = start + (end - start) / 2
+    points, t, i = [], start - timedelta(seconds=0.4), 0
+    while t <= end + timedelta(seconds=0.2):
+        if not (middle - timedelta(seconds=0.5) <= t <= middle + timedelta(seconds=0.5)):
+            value = 37.8 if start + timedelta(seconds=0.4) <= t <= start + timedelta(seconds=0.8) else 37.0
+            points.append((t, value + WOBBLE[i % len(WOBBLE)]))
+        t, i = t + timedelta(seconds=0.2), i + 1
+    # A person posted two readings with their own API token: manual data where the gateway should deliver.
+    manual = [(start + timedelta(seconds=0.3), 37.01), (start + timedelta(seconds=0.5), 37.02)]
+    with floor.tx() as s:
+        sensor_services.accept_payload(s, body=_payload(tag, points), kind="json", source="client:gw-test",
+                                       max_bytes=10**7)
+        sensor_services.accept_payload(s, body=_payload(tag, manual), kind="json",
+                                       source=f"member:{floor.operator.member_id}:token:1", max_bytes=10**7)
+    burst()  # the real ingest and analysis jobs
+    with floor.tx() as s:
+        assert set(s.scalars(select(SensorReading.batch_id).where(SensorReading.sensor_id == tt_id))) == {batch_id}
+        found = {e.rule for e in s.scalars(select(SensorEpisode).where(SensorEpisode.batch_id == batch_id))}
+        assert "limits" in found, found
+        # What the baseline charts and the PCA (golden batch) model find needs hours of history: stored as the
+        # analysis job stores them.
+        s.add_all([_episode(tt_id, floor.reactor_id, "process", "shift", start, end, 37.3),
+                   _episode(None, floor.reactor_id, "multivariate", "pca.spe", start, end, 14.2),
+                   _episode(tt_id, floor.reactor_id, "health", "health.stuck", start, end, 37.0)])
+    floor.start(batch_id, "bolus")
+    floor.enter(batch_id, "bolus", "glucose", {"code": f"LOT:{floor.lots['GLC-T']}", "quantity": "0.5", "unit": "L"})
+    floor.sign_all(batch_id, "bolus")
+    floor.complete(batch_id, "bolus")
+    floor.start(batch_id, "sample")
+    floor.enter(batch_id, "sample", "sample_id", {"value": "S-0009"})
+    floor.enter(batch_id, "sample", "ph", {"value": "7.0"})
+    floor.enter(batch_id, "sample", "appearance", {"value": "Clear"})
+    floor.sign_all(batch_id, "sample")
+    floor.complete(batch_id, "sample")
+    floor.finish(batch_id)
+    run = floor.rbe(batch_id)
+    rule_set = rules.build_rule_set()
+    rows = floor.exception_rows(batch_id)
+    by_class: dict[str, list] = {}
+    for row in rows:
+        by_class.setdefault(rule_set.class_of(row.type), []).append(row)
+    assert set(by_class) == {"sensor_limit_breach", "sensor_excursion", "golden_batch_deviation", "sensor_data_gap",
+                             "manual_entry"}, [(r.type, r.evidence.get("rule")) for r in rows]
+    breach = by_class["sensor_limit_breach"][0]
+    assert (breach.severity, breach.phase_key, breach.evidence["rule"]) == ("major", "charge", "limits")
+    assert breach.evidence["peak_value"] >= 37.7
+    assert by_class["sensor_excursion"][0].severity == "minor"
+    assert by_class["golden_batch_deviation"][0].evidence["kind"] == "multivariate"
+    gaps = {r.type: r for r in by_class["sensor_data_gap"]}
+    assert gaps["sensor_coverage_gap"].phase_key == "charge"
+    assert 0.9 < gaps["sensor_coverage_gap"].evidence["seconds"] < 1.6
+    assert gaps["sensor_coverage_gap"].evidence["threshold_s"] == 0.6000000000000001
+    assert "sensor_bad_quality" in gaps  # health.stuck
+    assert by_class["manual_entry"][0].evidence["sensor"] == tag
+    checks = {c["code"]: c for c in run.checks}
+    assert not checks["sensor_coverage"]["passed"] and not checks["sensor_episodes"]["passed"]
+    assert checks["sensor_coverage"]["counts"]["readings"] == len(points) + len(manual)
+    # Running the checks again raises nothing new (one exception per episode, per gap).
+    assert floor.rbe(batch_id, who=floor.qa).new_exception_ids == []

@@ -1,0 +1,169 @@
+"""Ingest path: payload stored, readings COPYed once, bad readings reported, partitions by month."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select, text
+
+from app.core.jobs import OutboxMessage
+from app.core.tenancy import tenant_transaction
+from app.sensors import services
+from app.sensors.jobs import process_ingest
+from app.sensors.models import SensorIngest, SensorReading
+from app.sensors.payloads import PayloadError
+from tests.sensors.conftest import T0, burst, readings_json
+
+MAX = 10 * 1024 * 1024
+
+
+def _accept(plant, body: bytes, kind: str = "json", source: str = "client:test") -> int:
+    with tenant_transaction(plant.ref) as session:
+        return services.accept_payload(session, body=body, kind=kind, source=source, max_bytes=MAX).ingest.id
+
+
+def _ingest(plant, ingest_id: int) -> dict:
+    with tenant_transaction(plant.ref) as session:
+        return services.ingest_summary(session.get(SensorIngest, ingest_id))
+
+
+def _count(plant, sensor_id: int | None = None) -> int:
+    with tenant_transaction(plant.ref) as session:
+        query = select(func.count()).select_from(SensorReading)
+        if sensor_id is not None:
+            query = query.where(SensorReading.sensor_id == sensor_id)
+        return session.scalar(query)
+
+
+def test_payload_is_stored_then_loaded_by_the_worker_and_analysed(app, make_plant) -> None:
+    plant = make_plant()
+    ingest_id = _accept(plant, readings_json(plant.tag("TT"), [37.0 + 0.01 * (i % 7) for i in range(50)]))
+    assert _ingest(plant, ingest_id)["status"] == "queued"
+    assert _count(plant) == 0
+    burst()
+    doc = _ingest(plant, ingest_id)
+    assert doc["status"] == "processed"
+    assert doc["readings"] == {"total": 50, "stored": 50, "duplicate": 0, "rejected": 0}
+    assert _count(plant, plant.sensors["TT"]) == 50
+    with tenant_transaction(plant.ref) as session:
+        funcs = dict(session.execute(select(OutboxMessage.func, OutboxMessage.finished_at)).all())
+        assert funcs["app.sensors.jobs:process_ingest"] is not None
+        assert funcs["app.sensors.jobs:analyse_sensors"] is not None
+        # Readings of November 2026 went to their own monthly partition, not the default one.
+        parts = dict(session.execute(text(
+            "SELECT tableoid::regclass::text, count(*) FROM sensor_readings GROUP BY 1")).all())
+    assert parts == {"sensor_readings_p2026_11": 50}
+
+
+def test_unknown_sensors_and_bad_values_are_reported_never_silently_dropped(app, make_plant) -> None:
+    plant = make_plant()
+    body = json.dumps({"readings": [
+        {"sensor": plant.tag("TT"), "ts": "2026-11-02T08:00:00Z", "value": 37.1},
+        {"sensor": "NO-SUCH-TAG", "ts": "2026-11-02T08:00:00Z", "value": 1.0},
+        {"sensor": plant.tag("TT"), "ts": "2026-11-02T08:00:01Z", "value": "hot"},
+        {"sensor": plant.tag("TT"), "ts": "2026-11-02 08:00:02", "value": 37.2},
+        {"sensor": plant.tag("PH"), "ts": "2026-11-02T09:00:00+01:00", "value": 7.0, "quality": "meh"},
+        {"sensor": plant.tag("PH"), "ts": "2026-11-02T09:00:01+01:00", "value": 7.01, "quality": "uncertain"},
+    ]}).encode()
+    ingest_id = _accept(plant, body)
+    burst()
+    doc = _ingest(plant, ingest_id)
+    assert doc["readings"] == {"total": 6, "stored": 2, "duplicate": 0, "rejected": 4}
+    reasons = {e["index"]: e["reason"] for e in doc["errors"]}
+    assert reasons[1].startswith("unknown sensor tag")
+    assert reasons[2] .startswith("value is not a finite number")
+    assert "UTC offset" in reasons[3]
+    assert "quality" in reasons[4]
+    assert sum(doc["error_counts"].values()) == 4
+    with tenant_transaction(plant.ref) as session:
+        ph = session.execute(select(SensorReading.ts, SensorReading.quality)
+                             .where(SensorReading.sensor_id == plant.sensors["PH"])).one()
+    assert ph.ts.isoformat() == "2026-11-02T08:00:01+00:00" and ph.quality == 1
+
+
+def test_processing_twice_and_overlapping_payloads_store_each_reading_once(app, make_plant) -> None:
+    plant = make_plant()
+    tag = plant.tag("TT")
+    first = _accept(plant, readings_json(tag, [37.0] * 10 + [37.1] * 10))
+    burst()
+    # A gateway resends an overlapping window without a message id: the overlap is stored once.
+    second = _accept(plant, readings_json(tag, [37.1] * 10 + [37.2] * 10, start=T0.replace(second=10)))
+    burst()
+    assert _ingest(plant, second)["readings"] == {"total": 20, "stored": 10, "duplicate": 10, "rejected": 0}
+    assert _count(plant, plant.sensors["TT"]) == 30
+    # Reprocessing a payload (as a retried job would, had its transaction committed nothing) changes nothing.
+    with tenant_transaction(plant.ref) as session:
+        session.get(SensorIngest, first).status = "queued"
+    with tenant_transaction(plant.ref) as session:
+        summary = process_ingest(session, ingest_id=first)
+    assert summary["readings"]["stored"] == 0 and summary["readings"]["duplicate"] == 20
+    assert _count(plant, plant.sensors["TT"]) == 30
+    # Duplicates inside one payload are stored once too.
+    dup = json.dumps({"readings": [{"sensor": tag, "ts": "2026-11-03T00:00:00Z", "value": 1.0}] * 3}).encode()
+    third = _accept(plant, dup)
+    burst()
+    assert _ingest(plant, third)["readings"] == {"total": 3, "stored": 1, "duplicate": 2, "rejected": 0}
+
+
+def test_repeated_message_id_is_accepted_once(app, make_plant) -> None:
+    plant = make_plant()
+    body = readings_json(plant.tag("TT"), [37.0, 37.1], message_id="gw-7-000123")
+    with tenant_transaction(plant.ref) as session:
+        first = services.accept_payload(session, body=body, kind="json", source="client:gw7", max_bytes=MAX)
+    with tenant_transaction(plant.ref) as session:
+        again = services.accept_payload(session, body=body, kind="json", source="client:gw7", max_bytes=MAX)
+    assert not first.duplicate and again.duplicate and again.ingest.id == first.ingest.id
+    with tenant_transaction(plant.ref) as session:
+        assert session.scalar(select(func.count()).select_from(SensorIngest)) == 1
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+
+def test_csv_payload_with_and_without_header(app, make_plant) -> None:
+    plant = make_plant()
+    tt, ph = plant.tag("TT"), plant.tag("PH")
+    body = (f"sensor,ts,value,quality\n{tt},2026-11-02T08:00:00Z,37.0,good\n{tt},2026-11-02T08:00:01Z,37.1,\n"
+            f"{ph},2026-11-02T08:00:00Z,7.0,bad\n{ph},2026-11-02T08:00:01Z,NaN,good\n").encode()
+    ingest_id = _accept(plant, body, kind="csv")
+    bare = _accept(plant, f"{tt},2026-11-02T08:00:02Z,37.2\n".encode(), kind="csv")
+    burst()
+    doc = _ingest(plant, ingest_id)
+    assert doc["readings"] == {"total": 4, "stored": 3, "duplicate": 0, "rejected": 1}
+    assert doc["errors"][0]["reason"] .startswith("value is not a finite number")
+    assert _ingest(plant, bare)["readings"]["stored"] == 1
+
+
+@pytest.mark.parametrize(("body", "kind", "message"), [
+    (b"", "json", "empty"),
+    (b"{not json", "json", "not valid JSON"),
+    (b'{"values": []}', "json", '"readings" list'),
+    (b'{"readings": []}', "json", "empty"),
+    (b'{"readings": [{}], "message_id": 7}', "json", "message_id"),
+    (b"a,b\n", "csv", "sensor,ts,value"),
+    (b"\xff\xfe", "csv", "UTF-8"),
+])
+def test_a_malformed_envelope_is_refused_and_nothing_is_stored(app, make_plant, body, kind, message) -> None:
+    plant = make_plant()
+    with pytest.raises(PayloadError, match=message):
+        _accept(plant, body, kind=kind)
+    with tenant_transaction(plant.ref) as session:
+        assert session.scalar(select(func.count()).select_from(SensorIngest)) == 0
+
+
+def test_a_late_partition_takes_over_readings_parked_in_the_default_partition(app, make_plant, db) -> None:
+    plant = make_plant()
+    # Readings of a month with no partition (inserted directly, as a failed partition job would leave them).
+    with tenant_transaction(plant.ref) as session:
+        session.execute(text("INSERT INTO sensor_readings (sensor_id, ts, value, quality, ingest_id) "
+                             "VALUES (:s, '2025-01-15T00:00:00Z', 1.0, 0, 0)"), {"s": plant.sensors["TT"]})
+        assert session.scalar(text("SELECT tableoid::regclass::text FROM sensor_readings")) == \
+            "sensor_readings_default"
+    with tenant_transaction(plant.ref) as session:
+        assert services.ensure_partitions(session, {T0.date().replace(year=2025, month=1, day=1)}) == \
+            ["sensor_readings_p2025_01"]
+    with tenant_transaction(plant.ref) as session:
+        assert session.scalar(text("SELECT tableoid::regclass::text FROM sensor_readings")) == \
+            "sensor_readings_p2025_01"
+        # The tenant role reaches partitions only through the parent: no grant on the partition itself.
+        with pytest.raises(Exception, match="permission denied"):
+            session.execute(text("SELECT count(*) FROM sensor_readings_p2025_01"))
