@@ -39,6 +39,7 @@ def _prepare_demo() -> tuple[str, str]:
 
     app = create_app()
     creds = Path(app.instance_path) / "demo_credentials.txt"
+    creds.parent.mkdir(parents=True, exist_ok=True)
     with app.app_context():
         db = app.extensions["batchline.db"]
         with db.owner.connect() as conn, conn.begin():

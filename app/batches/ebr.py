@@ -3,9 +3,10 @@
 `build_record(session, batch_id)` assembles everything the record holds — header, control recipe, every step
 with every entry (superseded ones included, each marked), signatures with their manifestation and validity,
 exceptions, overrides, materials and genealogy, equipment with its status at use, yields, the event log and the
-sensor trend section — as plain JSON, and its SHA-256 `content_hash` over the canonical JSON (everything but the
-generation time). The JSON export is that document; the PDF renders the same document and prints the hash in
-every page footer, so a printout can be matched to the export and to a later re-export.
+sensor trends of the batch's equipment (readings while the batch used it, with the sensor episodes) — as plain
+JSON, and its SHA-256 `content_hash` over the canonical JSON (everything but the generation time). The JSON
+export is that document; the PDF renders the same document and prints the hash in every page footer, so a
+printout can be matched to the export and to a later re-export.
 """
 
 from __future__ import annotations
@@ -43,13 +44,11 @@ from app.batches.services import (
     get_batch,
     release_content,
 )
+from app.batches.trends import batch_trends
 from app.materials.models import Lot, LotMovement, Material
 from app.plant.models import Equipment, Line, Sensor
 
 SCHEMA = "batchline.ebr/1"
-#: Shown until the sensor path (issue 8) provides readings for the batch's equipment.
-SENSOR_PLACEHOLDER = ("Sensor trend charts of this batch's equipment appear here once the sensor integration is "
-                      "installed. No sensor data is shown until then: nothing here is simulated.")
 
 
 def _sig(check: esign.SignatureCheck) -> dict[str, Any]:
@@ -211,9 +210,9 @@ def build_record(session: Session, batch_id: int) -> dict[str, Any]:
         "events": [{"id": ev.id, "kind": ev.kind, "step": step_keys.get(ev.step_execution_id) if ev.step_execution_id
                     else None, "from": ev.from_status, "to": ev.to_status, "reason": ev.reason,
                     "details": ev.details, "at": ev.occurred_at, "by": ev.actor_label} for ev in events],
-        "sensor_trends": {"status": "not_available", "message": SENSOR_PLACEHOLDER,
-                          "sensors": [{"tag": s.tag, "kind": s.quantity_kind, "unit": s.unit,
-                                       "equipment": tags.get(s.equipment_id)} for s in sensors]},
+        "sensor_trends": {"sensors": [{"tag": s.tag, "kind": s.quantity_kind, "unit": s.unit,
+                                       "equipment": tags.get(s.equipment_id)} for s in sensors],
+                          **batch_trends(session, batch)},
     }
     record = plain_json(record)  # type: ignore[assignment]
     record["generated_at"] = plain_json({"t": session.execute(select(func.now())).scalar_one()})["t"]  # type: ignore[index]

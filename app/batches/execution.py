@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, defer
 
 from app import esign
 from app.audit.services import current_actor, record, record_many
@@ -28,6 +28,7 @@ from app.batches.models import (
     Batch,
     BatchAttachment,
     BatchOverride,
+    BatchSettings,
     ControlRecipe,
     EquipmentUse,
     StepEntry,
@@ -38,7 +39,6 @@ from app.batches.services import (
     STEP_RECORD,
     Signer,
     add_event,
-    batch_settings,
     control_document,
     current_assignments,
     finding,
@@ -98,7 +98,7 @@ class EntryResult:
 
 @dataclass
 class StepContext:
-    """A locked batch with one of its steps, the control recipe and the phase."""
+    """A batch (locked for writes) with one of its steps, the control recipe, the phase and the tenant settings."""
 
     batch: Batch
     step: StepExecution
@@ -106,19 +106,30 @@ class StepContext:
     doc: RecipeDocument
     phase: Phase
     now: datetime
+    settings: BatchSettings
 
 
-def _load(session: Session, *, batch_id: int, step_id: int) -> StepContext:
-    batch = lock_batch(session, batch_id)
-    step = session.get(StepExecution, int(step_id))
-    if step is None or step.batch_id != batch.id:
-        raise NotFound(f"batch {batch.batch_number} has no step {step_id}")
-    session.refresh(step)
-    control = session.get(ControlRecipe, step.control_recipe_id)
-    assert control is not None  # noqa: S101 (foreign key)
+def _load(session: Session, *, batch_id: int, step_id: int, lock: bool = True) -> StepContext:
+    """Load (and lock) what a step action needs in one statement: every entry on a tablet starts here.
+
+    The control recipe's document is not read unless this process has not parsed it yet (it is cached by its
+    content hash, and a control recipe never changes).
+    """
+    query = (select(StepExecution, Batch, ControlRecipe, BatchSettings, func.now())
+             .join(Batch, Batch.id == StepExecution.batch_id)
+             .join(ControlRecipe, ControlRecipe.id == StepExecution.control_recipe_id)
+             .join(BatchSettings, BatchSettings.id == 1)
+             .options(defer(ControlRecipe.document))
+             .where(StepExecution.id == int(step_id), StepExecution.batch_id == int(batch_id)))
+    if lock:
+        query = query.with_for_update(of=Batch, key_share=True)
+    row = session.execute(query).first()
+    if row is None:
+        raise NotFound(f"batch {batch_id} has no step {step_id}")
+    step, batch, control, settings, now = row
     doc = control_document(control)
-    phase = doc.phase_map()[step.phase_key]
-    return StepContext(batch=batch, step=step, control=control, doc=doc, phase=phase, now=db_now(session))
+    return StepContext(batch=batch, step=step, control=control, doc=doc, phase=doc.phase_map()[step.phase_key],
+                       now=now, settings=settings)
 
 
 def _require_executable(batch: Batch) -> None:
@@ -143,12 +154,14 @@ def _steps(session: Session, batch_id: int) -> dict[str, StepExecution]:
     return {s.phase_key: s for s in session.scalars(select(StepExecution).where(StepExecution.batch_id == batch_id))}
 
 
-def current_entries(session: Session, step_id: int) -> dict[str, StepEntry]:
-    """The entries in force of a step (not superseded), by capture key."""
+def current_entries(session: Session, step_id: int, capture_key: str | None = None) -> dict[str, StepEntry]:
+    """The entries in force of a step (not superseded), by capture key (optionally of one capture only)."""
     superseded = select(StepEntry.supersedes_id).where(StepEntry.step_execution_id == step_id,
                                                        StepEntry.supersedes_id.is_not(None))
-    rows = session.scalars(select(StepEntry).where(StepEntry.step_execution_id == step_id,
-                                                   StepEntry.id.not_in(superseded)).order_by(StepEntry.id))
+    query = select(StepEntry).where(StepEntry.step_execution_id == step_id, StepEntry.id.not_in(superseded))
+    if capture_key is not None:
+        query = query.where(StepEntry.capture_key == capture_key)
+    rows = session.scalars(query.order_by(StepEntry.id))
     return {row.capture_key: row for row in rows}
 
 
@@ -170,10 +183,15 @@ def _identities(session: Session, batch: Batch, doc: RecipeDocument) -> dict[str
     return known
 
 
-def _context(session: Session, ctx: StepContext, previous: StepEntry | None = None) -> Context:
-    assignments = {k: v.equipment_id for k, v in current_assignments(session, ctx.batch.id).items()}
-    occupied = set(session.scalars(select(EquipmentUse.equipment_id).where(EquipmentUse.batch_id == ctx.batch.id,
-                                                                          EquipmentUse.ended_at.is_(None))))
+def _context(session: Session, ctx: StepContext, previous: StepEntry | None = None,
+             capture: Any = None) -> Context:
+    """What a check needs beyond the value; equipment assignments are read only for equipment scans."""
+    assignments: dict[str, int] = {}
+    occupied: set[int] = set()
+    if capture is None or capture.kind == "equipment_scan":
+        assignments = {k: v.equipment_id for k, v in current_assignments(session, ctx.batch.id).items()}
+        occupied = set(session.scalars(select(EquipmentUse.equipment_id).where(
+            EquipmentUse.batch_id == ctx.batch.id, EquipmentUse.ended_at.is_(None))))
     return Context(session=session, batch_id=ctx.batch.id, batch_number=ctx.batch.batch_number, doc=ctx.doc,
                    phase=ctx.phase, at=ctx.now, assignments=assignments, occupied=occupied,
                    identities=_identities(session, ctx.batch, ctx.doc),
@@ -382,21 +400,13 @@ def skip_step(session: Session, *, batch_id: int, step_id: int, reason: str) -> 
 def check_entry(session: Session, *, batch_id: int, step_id: int, capture_key: str, raw: dict[str, Any],
                 entry_id: int | None = None) -> dict[str, Any]:
     """The live check the tablet calls while the operator types: nothing is written."""
-    batch = session.get(Batch, int(batch_id))
-    step = session.get(StepExecution, int(step_id))
-    if batch is None or step is None or step.batch_id != batch.id:
-        raise NotFound(f"no step {step_id} in batch {batch_id}")
-    control = session.get(ControlRecipe, step.control_recipe_id)
-    assert control is not None  # noqa: S101
-    doc = control_document(control)
-    ctx = StepContext(batch=batch, step=step, control=control, doc=doc, phase=doc.phase_map()[step.phase_key],
-                      now=db_now(session))
+    ctx = _load(session, batch_id=batch_id, step_id=step_id, lock=False)
     capture = checks.capture_of(ctx.phase, capture_key)
     previous = session.get(StepEntry, int(entry_id)) if entry_id else None
     if isinstance(capture, AttachmentCapture):
         return {"capture": capture_key, "state": "none", "message": "attach the file and save",
                 "needs_acknowledgement": False, "needs_override": False, "blocks": [], "exceptions": []}
-    return checks.evaluate(_context(session, ctx, previous), capture, raw).as_dict()
+    return checks.evaluate(_context(session, ctx, previous, capture), capture, raw).as_dict()
 
 
 def _clean_key(key: Any) -> str:
@@ -463,7 +473,7 @@ def record_entry(session: Session, *, batch_id: int, step_id: int, capture_key: 
         raise Conflict(f"step {ctx.step.phase_name} is {ctx.step.status}; change a value there by correcting it, "
                        "with a reason")
     capture = checks.capture_of(ctx.phase, capture_key)
-    existing = current_entries(session, ctx.step.id).get(capture_key)
+    existing = current_entries(session, ctx.step.id, capture_key).get(capture_key)
     if existing is not None:
         raise Conflict(f"{capture.label} is already recorded ({existing.display}); to change it, correct it with a "
                        "reason")
@@ -507,7 +517,7 @@ def _record(session: Session, ctx: StepContext, capture: Any, raw: dict[str, Any
             previous: StepEntry | None, reason: str | None, acknowledgement: str | None,
             override: OverrideRequest | None, device: DeviceClock | None,
             upload: tuple[str, str, bytes] | None) -> EntryResult:
-    check_ctx = _context(session, ctx, previous)
+    check_ctx = _context(session, ctx, previous, capture)
     attachment_preview = None
     if isinstance(capture, AttachmentCapture):
         if upload is None:
@@ -534,7 +544,7 @@ def _record(session: Session, ctx: StepContext, capture: Any, raw: dict[str, Any
         assert stored is not None  # noqa: S101
         verdict.value = stored
         verdict.display = f"{stored['filename']} ({stored['size']} bytes, SHA-256 {stored['sha256'][:12]}…)"
-    settings = batch_settings(session)
+    settings = ctx.settings
     findings = list(verdict.findings) + _block_findings(verdict, ctx, capture, override_row)
     skew_ms = None
     if device is not None and device.sent_at is not None:

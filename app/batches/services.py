@@ -74,10 +74,10 @@ def get_batch(session: Session, batch_id: int) -> Batch:
 
 def lock_batch(session: Session, batch_id: int) -> Batch:
     """Load a batch and lock its row until the transaction ends (writes on one batch queue here)."""
-    batch = session.scalar(select(Batch).where(Batch.id == int(batch_id)).with_for_update(key_share=True))
+    batch = session.scalar(select(Batch).where(Batch.id == int(batch_id)).with_for_update(key_share=True)
+                           .execution_options(populate_existing=True))
     if batch is None:
         raise NotFound(f"no batch {batch_id} in this tenant")
-    session.refresh(batch)
     return batch
 
 

@@ -57,6 +57,14 @@ def _num(value: Any) -> str:
         return str(value)
 
 
+@bp.app_template_global("trend_svg")
+def _trend_svg(chart: dict[str, Any]) -> Any:
+    """A sensor trend chart of the record as inline SVG (server-drawn: the same in the page and the PDF)."""
+    from app.batches.trends import trend_svg
+
+    return trend_svg(chart)
+
+
 def _tx() -> Any:
     return tenant_transaction(g.tenant, actor=request_actor())
 

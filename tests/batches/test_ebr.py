@@ -61,7 +61,7 @@ def test_the_json_and_pdf_exports_hold_every_entry_correction_signature_and_exce
     assert exported["control_recipe"]["release_signatures"][0]["printed_name"] == floor.supervisor.name
     assert exported["materials"]["produced"][0]["lot"] == f"HARV-{batch_id}"
     assert exported["yields"]["overall"]["percent"] == 94.0
-    assert exported["sensor_trends"]["status"] == "not_available"
+    assert exported["sensor_trends"] == {"sensors": [], "charts": [], "episodes": []}
 
     pdf = client.get(f"/t/{slug}/batches/{batch_id}/record.pdf")
     reader = PdfReader(io.BytesIO(pdf.data))
@@ -79,3 +79,48 @@ def test_the_json_and_pdf_exports_hold_every_entry_correction_signature_and_exce
     for exc in exported["exceptions"]:
         assert re.sub(r"\s+", "", exc["message"]) in flat, exc["message"]
     assert "heaterovershoot,QAinformed" in flat
+
+
+def test_the_record_draws_the_sensor_trends_of_the_batch_equipment_with_its_episodes(client, make_floor) -> None:
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import text
+
+    from app.core.tenancy import tenant_transaction
+    from app.plant import services as plant
+    from app.sensors import services as sensor_services
+    from tests.sensors.conftest import burst, readings_json
+
+    floor = make_floor()
+    batch_id = floor.new_batch()
+    floor.do_clearance(batch_id)
+    floor.do_charge(batch_id)  # the charge step is in force: temperature alarm band 36.5-37.5 degC
+    tag = f"TT-{floor.reactor_id}"
+    with floor.tx() as s:
+        plant.create_sensor(s, tag=tag, equipment_id=floor.reactor_id, quantity_kind="temperature", unit="degC",
+                            range_low=0, range_high=60, sampling_period_s="0.02")
+        start = s.execute(text("SELECT now()")).scalar_one() + timedelta(seconds=0.5)
+    wobble = [0.0, 0.01, -0.01, 0.02, -0.02]
+    values = ([37.0 + wobble[i % 5] for i in range(20)] + [37.8 + wobble[i % 5] for i in range(15)]
+              + [37.0 + wobble[i % 5] for i in range(20)])  # above the alarm limit, inside the hard one
+    with tenant_transaction(floor.tenant.ref) as s:
+        sensor_services.accept_payload(s, body=readings_json(tag, values, start=start, period_s=0.02), kind="json",
+                                       source="t", max_bytes=10**7)
+    burst()
+    time.sleep(max(0.0, (start + timedelta(seconds=1.2) - datetime.now(UTC)).total_seconds()))  # all in the past
+    with floor.tx() as s:
+        record = ebr.build_record(s, batch_id)
+    (chart,) = record["sensor_trends"]["charts"]
+    assert (chart["sensor"], chart["equipment"], chart["in_use"]) == (tag, floor.reactor_tag, True)
+    assert sum(b["n"] for b in chart["buckets"]) == len(values)
+    assert max(b["max"] for b in chart["buckets"]) == 37.82
+    assert chart["limits"]["alarm_high"] == 37.5 and chart["limits"]["high"] == 38.0
+    episodes = record["sensor_trends"]["episodes"]
+    assert ("limits", "amber") in {(e["rule"], e["severity"]) for e in episodes}
+    assert {e["batch_id"] for e in episodes} == {batch_id}
+    sign_in(client, floor.operator.email)
+    page = client.get(f"/t/{floor.tenant.ref.slug}/batches/{batch_id}/record").get_data(as_text=True)
+    assert '<svg class="trend"' in page and "<polyline" in page and f"{tag} (temperature, degC)" in page
+    pdf = PdfReader(io.BytesIO(client.get(f"/t/{floor.tenant.ref.slug}/batches/{batch_id}/record.pdf").data))
+    assert tag in "".join(p.extract_text() for p in pdf.pages)

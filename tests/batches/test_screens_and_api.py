@@ -147,7 +147,7 @@ def test_the_record_page_and_exports_open(client, make_floor) -> None:
     slug = floor.tenant.ref.slug
     page = client.get(f"/t/{slug}/batches/{batch_id}/record")
     assert page.status_code == 200 and "Sensor trends" in page.get_data(as_text=True)
-    assert "nothing here is simulated" in page.get_data(as_text=True)
+    assert "No sensor is registered on this batch's equipment" in page.get_data(as_text=True)
     pdf = client.get(f"/t/{slug}/batches/{batch_id}/record.pdf")
     assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF-")
     exported = client.get(f"/t/{slug}/batches/{batch_id}/record.json")

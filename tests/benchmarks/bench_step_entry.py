@@ -13,6 +13,8 @@ bench.step_entry_vs_trivial_p99_ratio. Target: p99 under 150 ms and no errors.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import random
 import re
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from datetime import UTC, datetime
 
@@ -111,44 +114,73 @@ def _percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
 
 
-def _tablet(base: str, slug: str, tablet: dict, entry_ms: list[float], trivial_ms: list[float],
+class _Client:
+    """A tablet's HTTP/1.1 keep-alive connection with its session cookie (light: 50 of these share two cores
+    with the server under test)."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        headers = dict(headers or {})
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+        except (http.client.HTTPException, OSError):
+            self.conn.close()  # a keep-alive connection the server closed: reconnect once
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+        data = response.read()
+        for header, value in response.getheaders():
+            if header.lower() == "set-cookie":
+                name, _, rest = value.partition("=")
+                self.cookies[name.strip()] = rest.split(";", 1)[0]
+        return response.status, data
+
+
+def _tablet(port: int, slug: str, tablet: dict, entry_ms: list[float], trivial_ms: list[float],
             errors: list[str], start: threading.Barrier) -> None:
-    http = requests.Session()
-    login = http.get(f"{base}/login", timeout=30).text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
-    http.post(f"{base}/login", data={"email": tablet["email"], "password": PASSWORD, "csrf_token": token},
-              timeout=30)
-    page = http.get(f"{base}/t/{slug}/batches/{tablet['batch']}/steps/{tablet['step']}", timeout=30).text
-    csrf = re.search(r'data-csrf="([^"]+)"', page).group(1)
-    headers = {"X-CSRFToken": csrf, "Accept": "application/json"}
-    api = f"{base}/t/{slug}/api/v1/batches/{tablet['batch']}/steps/{tablet['step']}"
+    http_ = _Client(port)
+    _, login = http_.request("GET", "/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', login.decode()).group(1)
+    form = urllib.parse.urlencode({"email": tablet["email"], "password": PASSWORD, "csrf_token": token}).encode()
+    http_.request("POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"})
+    _, page = http_.request("GET", f"/t/{slug}/batches/{tablet['batch']}/steps/{tablet['step']}")
+    csrf = re.search(r'data-csrf="([^"]+)"', page.decode()).group(1)
+    headers = {"X-CSRFToken": csrf, "Accept": "application/json", "Content-Type": "application/json"}
+    api = f"/t/{slug}/api/v1/batches/{tablet['batch']}/steps/{tablet['step']}"
     rng = random.Random(tablet["batch"])  # noqa: S311 (think times, not secrets)
     start.wait()
     for i in range(ENTRIES_PER_TABLET):
         time.sleep(rng.uniform(0.5, 1.5))
         value = f"{rng.uniform(36.6, 37.4):.2f}"
         capture = f"t{i:02d}"
-        http.post(f"{api}/check", json={"capture": capture, "value": value}, headers=headers, timeout=30)
-        body = {"capture": capture, "value": value, "unit": "degC", "idempotency_key": uuid.uuid4().hex,
-                "control_recipe_hash": tablet["hash"], "device_time": datetime.now(UTC).isoformat(),
-                "device_sent_at": datetime.now(UTC).isoformat()}
+        http_.request("POST", f"{api}/check", json.dumps({"capture": capture, "value": value}).encode(), headers)
+        body = json.dumps({"capture": capture, "value": value, "unit": "degC", "idempotency_key": uuid.uuid4().hex,
+                           "control_recipe_hash": tablet["hash"], "device_time": datetime.now(UTC).isoformat(),
+                           "device_sent_at": datetime.now(UTC).isoformat()}).encode()
         began = time.perf_counter()
         try:
-            response = http.post(f"{api}/entries", json=body, headers=headers, timeout=30)
+            status, data = http_.request("POST", f"{api}/entries", body, headers)
             took = (time.perf_counter() - began) * 1000
-            if response.status_code != 201:
-                errors.append(f"{response.status_code} {response.text[:200]}")
+            if status != 201:
+                errors.append(f"{status} {data[:200]!r}")
             else:
                 entry_ms.append(took)
-        except requests.RequestException as exc:
+        except (http.client.HTTPException, OSError) as exc:
             errors.append(str(exc))
         began = time.perf_counter()
         try:
-            if http.get(f"{base}/healthz", timeout=30).status_code == 200:
+            status, _ = http_.request("GET", "/healthz")
+            if status == 200:
                 trivial_ms.append((time.perf_counter() - began) * 1000)
             else:
-                errors.append("healthz failed")
-        except requests.RequestException as exc:
+                errors.append(f"healthz answered {status}")
+        except (http.client.HTTPException, OSError) as exc:
             errors.append(f"healthz: {exc}")
 
 
@@ -180,14 +212,16 @@ def main() -> None:
         trivial_ms: list[float] = []
         errors: list[str] = []
         barrier = threading.Barrier(TABLETS)
-        threads = [threading.Thread(target=_tablet, args=(base, slug, t, entry_ms, trivial_ms, errors, barrier))
+        threads = [threading.Thread(target=_tablet, args=(port, slug, t, entry_ms, trivial_ms, errors, barrier))
                    for t in tablets]
+        load_before = os.getloadavg()[0]
         started = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - started
+        load_after = os.getloadavg()[0]
     finally:
         server.terminate()
         server.wait(30)
@@ -195,7 +229,8 @@ def main() -> None:
     if errors:
         print(f"# first errors: {errors[:3]}", file=sys.stderr)
     print(f"# {len(entry_ms)} entries from {TABLETS} tablets in {wall:.1f}s "
-          f"({len(entry_ms) / wall:.1f} entries/s, with as many live checks and health calls)")
+          f"({len(entry_ms) / wall:.1f} entries/s, with as many live checks and health calls); "
+          f"1-min load average {load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} CPUs")
     p99_entry, p99_trivial = _percentile(entry_ms, 99), _percentile(trivial_ms, 99)
     report("step_entry_p50_ms", statistics.median(entry_ms), "ms")
     report("step_entry_p99_ms", p99_entry, "ms")
