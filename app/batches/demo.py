@@ -4,7 +4,7 @@ and a 50 L batch planned on a demo line and released to the floor, ready for an 
 Everything goes through the real services (and signatures through the real password checks), so the demo data
 is what the product would hold had people clicked through it. `create_demo_people` makes the accounts in the
 control plane; `seed_demo` does the rest inside one tenant transaction and is idempotent (a second run finds the
-demo line and does nothing).
+imported template and does nothing).
 """
 
 from __future__ import annotations
@@ -105,24 +105,32 @@ def seed_demo(session: Session, *, people: dict[str, DemoPerson], password: str)
     from app.materials import services as materials
     from app.materials.models import Material
     from app.plant import services as plant
+    from app.plant.models import Site
     from app.recipes import services as recipes
+    from app.recipes.models import MasterRecipe
 
-    if session.scalar(select(Line.id).where(Line.code == LINE_CODE)) is not None:
+    if session.scalar(select(MasterRecipe.id).where(MasterRecipe.template_id == TEMPLATE_ID)) is not None:
         return None
     engineer, reviewer, approver = people["engineer"], people["reviewer"], people["approver"]
     supervisor = people["supervisor"]
     with acting(session, supervisor):
-        site = plant.create_site(session, code="DEMO", name="Demo Biologics GMP suite", timezone="Europe/Zurich",
-                                 regulatory_profile="21 CFR Part 11, EU GMP Annex 11")
-        line = plant.create_line(session, site_id=site.id, code=LINE_CODE, name="Upstream demo line")
+        # An older demo (the sensor simulator's) may already hold site DEMO and BR-101: reuse them.
+        site = session.scalar(select(Site).where(Site.code == "DEMO")) or plant.create_site(
+            session, code="DEMO", name="Demo Biologics GMP suite", timezone="Europe/Zurich",
+            regulatory_profile="21 CFR Part 11, EU GMP Annex 11")
+        existing = session.scalar(select(Equipment).where(Equipment.tag == "BR-101"))
+        line = session.get(Line, existing.line_id) if existing is not None else \
+            session.scalar(select(Line).where(Line.code == LINE_CODE)) or \
+            plant.create_line(session, site_id=site.id, code=LINE_CODE, name="Upstream demo line")
         today = datetime.now(UTC).date()
         due = today + timedelta(days=180)
         for tag, name, klass, capacity in (("BR-101", "S.U.B. 50 L bioreactor", "bioreactor", "50"),
                                            ("CC-01", "Cell counter", "other", None),
                                            ("DF-01", "Depth filtration skid", "filter_skid", None)):
-            plant.create_equipment(session, tag=tag, name=name, equipment_class=klass, line_id=line.id,
-                                   capacity=capacity, capacity_unit="L" if capacity else "", status="clean",
-                                   qualification_status="qualified", calibration_due=due)
+            if session.scalar(select(Equipment.id).where(Equipment.tag == tag)) is None:
+                plant.create_equipment(session, tag=tag, name=name, equipment_class=klass, line_id=line.id,
+                                       capacity=capacity, capacity_unit="L" if capacity else "", status="clean",
+                                       qualification_status="qualified", calibration_due=due)
     with acting(session, engineer):
         for item in recipes.missing_template_materials(session, TEMPLATE_ID):
             materials.create_material(session, code=item["code"], name=item["name"], material_type="raw",
