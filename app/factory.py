@@ -200,7 +200,7 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(BatchlineError)
     def batchline_error(exc: BatchlineError) -> Any:
         if wants_json():
-            return problem(exc.status_code, type(exc).__name__, str(exc))
+            return problem(exc.status_code, type(exc).__name__, str(exc), **exc.problem_extra)
         return render_template("error.html", status=exc.status_code, message=str(exc)), exc.status_code
 
     @app.errorhandler(HTTPException)

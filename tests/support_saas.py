@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import email
+import json
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 from rq import SimpleWorker
@@ -52,3 +54,27 @@ def live_server(app: Flask) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def use_small_plans(app: Flask, monkeypatch: Any, directory: Path, **starter: Any) -> None:
+    """Billing on (no Stripe call needed) with the catalogue's Starter plan shrunk to `starter`'s limits."""
+    from app.billing.plans import REPO_ROOT
+
+    raw = json.loads((REPO_ROOT / "tenants" / "plans.json").read_text())
+    raw["plans"]["starter"]["entitlements"].update(starter)
+    plans = directory / "plans.json"
+    plans.write_text(json.dumps(raw))
+    monkeypatch.setitem(app.config, "PLANS_FILE", str(plans))
+    monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", "sk_test_unused")
+    monkeypatch.setitem(app.config, "STRIPE_WEBHOOK_SECRET", "whsec_unused")
+
+
+def put_on_plan(tenant_id: int, plan: str) -> None:
+    """Start the tenant's trial, or change the plan the trial is of (no Stripe call while trialing)."""
+    from app.billing import services
+    from app.core.tenancy import control_session
+
+    with control_session() as session:
+        sub = services.start_trial(session, tenant_id=tenant_id, plan=plan)
+        if sub.plan != plan:
+            services.change_plan(session, tenant_id=tenant_id, plan=plan, operation_id=f"op-test-{tenant_id}-{plan}")

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.billing.gateway import billing_enabled, gateway
 from app.billing.plans import ENTITLEMENTS, catalogue
-from app.billing.services import plan_of, subscription_of, usage_of
+from app.billing.services import metered_this_month, plan_of, subscription_of, usage_of
 
 
 def billing_overview(session: Session, tenant_id: int, *, with_invoice: bool = True) -> dict[str, Any]:
@@ -20,6 +20,11 @@ def billing_overview(session: Session, tenant_id: int, *, with_invoice: bool = T
         value = plan.entitlements.get(entitlement)
         if isinstance(value, bool):
             usage.append({"entitlement": entitlement, "included": value, "limit": None, "used": None})
+        elif entitlement == "readings_per_month":
+            # Readings beyond the allowance are kept (never dropped) and shown, so the upgrade prompt is honest.
+            used, over = metered_this_month(session, tenant_id, entitlement)
+            usage.append({"entitlement": entitlement, "included": True, "limit": value, "used": used,
+                          "over_allowance": over})
         else:
             usage.append({"entitlement": entitlement, "included": True, "limit": value,
                           "used": usage_of(session, tenant_id, entitlement)})

@@ -9,6 +9,12 @@ from pydantic import BaseModel
 from app.api.schemas import UsageItem
 
 
+class BillingUsageItem(UsageItem):
+    """Usage of one entitlement; metered ones also say how much of this month is beyond the allowance."""
+
+    over_allowance: int | None = None
+
+
 class BillingOut(BaseModel):
     """Plan, subscription state and usage of the tenant."""
 
@@ -20,4 +26,4 @@ class BillingOut(BaseModel):
     current_period_end: datetime | None
     grace_until: datetime | None
     cancel_at_period_end: bool
-    usage: list[UsageItem]
+    usage: list[BillingUsageItem]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import any_, func, select, text, update
+from sqlalchemy import any_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,8 @@ from app.accounts.models import Membership, User
 from app.billing.gateway import billing_enabled, gateway, idempotency_key
 from app.billing.models import StripeEvent, Subscription, UsageCounter
 from app.billing.plans import LOCAL_PLAN, Plan, catalogue
-from app.core.errors import Conflict, NotFound, PaymentRequired, ValidationError
+from app.core.errors import ConfigurationError, Conflict, NotFound, PaymentRequired, ValidationError
+from app.core.tenancy import control_session, tenant_transaction
 from app.tenancy.models import Tenant
 
 #: Stripe statuses (and our own trial_expired) that make a tenant read-only: data stays, new work stops.
@@ -28,13 +29,42 @@ READ_ONLY_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired", "tri
 #: Tenant statuses billing may switch between; `suspended` (an operator's decision) is never touched.
 _BILLING_TENANT_STATUSES = ("active", "read_only")
 
-#: Counters of usage other areas own (lines, sensors): entitlement -> fn(tenant_id) -> current count.
-USAGE_COUNTERS: dict[str, Callable[[int], int]] = {}
+#: What each limited entitlement is called in messages.
+_NOUNS = {"users": "users (members plus open invitations)", "lines": "lines and areas", "sensors": "sensors"}
+#: Features in messages.
+_FEATURES = {"validation_report": "The validation report", "sso": "Single sign-on"}
 
 
-def register_usage_counter(entitlement: str, counter: Callable[[int], int]) -> None:
-    """Let an area (plant: lines, sensors) tell billing how many of something a tenant has."""
-    USAGE_COUNTERS[entitlement] = counter
+@dataclass(frozen=True)
+class UsageCounterFn:
+    """How an area counts one entitlement, and on which plane its rows live."""
+
+    count: Callable[[Session, int], int]
+    #: `tenant`: the counter gets a session inside the tenant's transaction (schema and role set);
+    #: `control`: a control-plane session (`public`).
+    plane: str
+
+
+#: Counters of usage the owning areas register: entitlement -> counter (accounts: users; plant: lines, sensors).
+USAGE_COUNTERS: dict[str, UsageCounterFn] = {}
+
+
+def register_usage_counter(entitlement: str, counter: Callable[[Session, int], int], *,
+                           plane: str = "tenant") -> None:
+    """Let the area owning the data tell billing how many of something a tenant has: `counter(session, tenant_id)`.
+
+    A `tenant` counter runs in the caller's tenant transaction when there is one, so it sees rows that
+    transaction added and has not committed yet (an import's earlier rows), and rows a concurrent transaction
+    committed after the capacity lock was taken.
+    """
+    if plane not in ("tenant", "control"):
+        raise ValueError(f"plane must be 'tenant' or 'control', not {plane!r}")
+    USAGE_COUNTERS[entitlement] = UsageCounterFn(count=counter, plane=plane)
+
+
+def _in_tenant(session: Session) -> bool:
+    """Whether `session` runs as a tenant's role (it cannot read `public`; see `tenant_transaction`)."""
+    return "tenant" in session.info
 
 
 def now(session: Session) -> datetime:
@@ -74,47 +104,115 @@ def start_trial(session: Session, *, tenant_id: int, plan: str) -> Subscription:
     return sub
 
 
-def _count_users(session: Session, tenant_id: int) -> int:
-    return session.scalar(select(func.count()).select_from(Membership).where(
-        Membership.tenant_id == tenant_id, Membership.active.is_(True))) or 0
+def _period(session: Session) -> str:
+    return now(session).astimezone(UTC).strftime("%Y-%m")
+
+
+def metered_this_month(session: Session, tenant_id: int, metric: str = "readings_per_month") -> tuple[int, int]:
+    """(units counted this month, units of them beyond the allowance) of a metered entitlement (control plane)."""
+    counter = session.get(UsageCounter, (tenant_id, metric, _period(session)))
+    return (counter.used, counter.over_allowance) if counter else (0, 0)
 
 
 def usage_of(session: Session, tenant_id: int, entitlement: str) -> int | None:
-    """Current usage of a limited entitlement (None when no area counts it yet)."""
-    if entitlement == "users":
-        return _count_users(session, tenant_id)
+    """Current usage of a limited entitlement (None when no area counts it).
+
+    `session` may be a control-plane session or a tenant session: a counter whose rows live on the other plane
+    reads them in a short transaction of its own.
+    """
     if entitlement == "readings_per_month":
-        period = now(session).astimezone(UTC).strftime("%Y-%m")
-        counter = session.get(UsageCounter, (tenant_id, entitlement, period))
-        return counter.used if counter else 0
-    counter_fn = USAGE_COUNTERS.get(entitlement)
-    return counter_fn(tenant_id) if counter_fn else None
+        if _in_tenant(session):
+            with control_session() as control:
+                return metered_this_month(control, tenant_id)[0]
+        return metered_this_month(session, tenant_id)[0]
+    counter = USAGE_COUNTERS.get(entitlement)
+    if counter is None:
+        return None
+    if counter.plane == "tenant" and not _in_tenant(session):
+        with tenant_transaction(tenant_id) as tenant_session:
+            return counter.count(tenant_session, tenant_id)
+    if counter.plane == "control" and _in_tenant(session):
+        with control_session() as control:
+            return counter.count(control, tenant_id)
+    return counter.count(session, tenant_id)
+
+
+def _plan_and_slug(session: Session, tenant_id: int) -> tuple[Plan, str]:
+    """The plan in force and the tenant's slug."""
+    if not _in_tenant(session):
+        return plan_of(session, tenant_id), _slug(session, tenant_id)
+    # The tenant's role cannot read public.subscriptions: ask the control plane, once per tenant transaction
+    # (a bulk import checks every row).
+    cache = session.info.setdefault("billing_plan", {})
+    if tenant_id not in cache:
+        with control_session() as control:
+            cache[tenant_id] = (plan_of(control, tenant_id), _slug(control, tenant_id))
+    return cache[tenant_id]
 
 
 def _slug(session: Session, tenant_id: int) -> str:
     return session.scalar(select(Tenant.slug).where(Tenant.id == tenant_id)) or str(tenant_id)
 
 
+def billing_path(slug: str) -> str:
+    """The tenant's billing page (where an administrator changes the plan)."""
+    return f"/t/{slug}/billing"
+
+
+def _roomier_plan(plan: Plan, entitlement: str, needed: int) -> Plan | None:
+    """The cheapest plan of the catalogue that would hold `needed` (None if none does)."""
+    fits = [p for p in catalogue().plans.values() if p.key != plan.key and
+            (p.limit(entitlement) is None or p.limit(entitlement) >= needed)]  # type: ignore[operator]
+    return min(fits, key=lambda p: p.amount_cents, default=None)
+
+
 def require_capacity(session: Session, *, tenant_id: int, entitlement: str, adding: int = 1) -> None:
-    """Refuse (402, with the upgrade path) an addition the plan does not allow; nothing is stored on refusal."""
-    plan = plan_of(session, tenant_id)
+    """Refuse (402, with the upgrade path) an addition the plan does not allow; nothing is stored on refusal.
+
+    Call it in the transaction that stores the addition, before storing it: a control-plane session for users,
+    the tenant session for lines and sensors. Checks of one tenant and entitlement are serialised by a
+    transaction-scoped advisory lock, so two concurrent additions cannot both take the last place.
+    With billing off (the local plan) nothing is counted and nothing is locked.
+    """
+    if not billing_enabled():
+        return
+    plan, slug = _plan_and_slug(session, tenant_id)
     limit = plan.limit(entitlement)
     if limit is None:
         return
+    if entitlement not in USAGE_COUNTERS:
+        raise ConfigurationError(f"no area counts {entitlement!r}: the limit cannot be enforced")
+    session.execute(text("SELECT pg_advisory_xact_lock(:t, hashtext(:k))"),
+                    {"t": tenant_id, "k": f"billing.capacity:{entitlement}"})
     used = usage_of(session, tenant_id, entitlement) or 0
-    if used + adding > limit:
-        noun = entitlement.replace("_", " ")
-        raise PaymentRequired(
-            f"Your {plan.name} plan includes {limit} {noun}; you have {used}. "
-            f"Upgrade your plan at /t/{_slug(session, tenant_id)}/billing to add more.")
+    if used + adding <= limit:
+        return
+    noun = _NOUNS.get(entitlement, entitlement.replace("_", " "))
+    if adding == 1:
+        said = f"Your {plan.name} plan includes {limit} {noun}; you have {used}."
+    else:
+        room = max(limit - used, 0)
+        said = (f"This would add {adding} {entitlement}; your {plan.name} plan includes {limit} {noun} and you "
+                f"have {used}, so there is room for {room}: {used + adding - limit} too many. Nothing was stored.")
+    better = _roomier_plan(plan, entitlement, used + adding)
+    offer = f"The {better.name} plan includes {better.limit(entitlement) or 'unlimited'}. " if better else ""
+    raise PaymentRequired(f"{said} {offer}Upgrade your plan at {billing_path(slug)} to add more.",
+                          upgrade_url=billing_path(slug), entitlement=entitlement, limit=limit, used=used,
+                          adding=adding)
 
 
 def require_feature(session: Session, *, tenant_id: int, feature: str) -> None:
-    """Refuse (402) a feature (validation_report, sso) the plan does not include."""
-    plan = plan_of(session, tenant_id)
-    if not plan.allows(feature):
-        raise PaymentRequired(f"{feature.replace('_', ' ').capitalize()} is not included in the {plan.name} plan. "
-                              f"Upgrade at /t/{_slug(session, tenant_id)}/billing.")
+    """Refuse (402, with the upgrade path) a feature (validation_report, sso) the plan does not include."""
+    if not billing_enabled():
+        return
+    plan, slug = _plan_and_slug(session, tenant_id)
+    if plan.allows(feature):
+        return
+    with_it = [p.name for p in sorted(catalogue().plans.values(), key=lambda p: p.amount_cents) if p.allows(feature)]
+    offer = f" It is part of the {' and '.join(with_it)} plan{'s' if len(with_it) > 1 else ''}." if with_it else ""
+    raise PaymentRequired(f"{_FEATURES.get(feature, feature.replace('_', ' ').capitalize())} is not included in "
+                          f"your {plan.name} plan.{offer} Upgrade at {billing_path(slug)}.",
+                          upgrade_url=billing_path(slug), feature=feature)
 
 
 @dataclass(frozen=True)
@@ -131,7 +229,7 @@ def meter_usage(session: Session, *, tenant_id: int, metric: str, amount: int) -
     if amount < 0:
         raise ValidationError("usage cannot be negative")
     allowance = plan_of(session, tenant_id).limit(metric)
-    period = now(session).astimezone(UTC).strftime("%Y-%m")
+    period = _period(session)
     # One atomic upsert: concurrent ingest jobs never lose a count.
     used = session.execute(
         insert(UsageCounter).values(tenant_id=tenant_id, metric=metric, period=period, used=amount, over_allowance=0)
@@ -228,12 +326,20 @@ def portal_url(session: Session, *, tenant_id: int, return_url: str, operation_i
     return str(made["url"])
 
 
+#: Features that hold state a downgrade would strand: feature -> fn(session, tenant_id) -> whether it is in use.
+FEATURES_IN_USE: dict[str, Callable[[Session, int], bool]] = {}
+
+
 def _over_limits(session: Session, tenant_id: int, plan: Plan) -> list[str]:
     problems = []
     for entitlement in ("users", "lines", "sensors"):
         limit, used = plan.limit(entitlement), usage_of(session, tenant_id, entitlement)
         if limit is not None and used is not None and used > limit:
             problems.append(f"{used} {entitlement} (the {plan.name} plan allows {limit})")
+    for feature, in_use in FEATURES_IN_USE.items():
+        if not plan.allows(feature) and in_use(session, tenant_id):
+            problems.append(f"{_FEATURES.get(feature, feature).lower()} switched on (the {plan.name} plan "
+                            "does not include it)")
     return problems
 
 
@@ -245,7 +351,8 @@ def change_plan(session: Session, *, tenant_id: int, plan: str, operation_id: st
     problems = _over_limits(session, tenant_id, target)
     if problems:
         raise Conflict(f"cannot move to {target.name}: you have {', '.join(problems)}. "
-                       "Deactivate some first, or choose a larger plan.")
+                       "Deactivate members, withdraw invitations or switch the feature off first, or choose a "
+                       "larger plan.")
     if sub is None or not sub.stripe_subscription_id:
         if sub is not None and sub.status == "trialing":
             sub.plan = target.key  # still in the trial: just change what the trial is of

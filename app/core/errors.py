@@ -7,6 +7,13 @@ class BatchlineError(Exception):
     """Base class: an error whose message a person can act on."""
 
     status_code = 400
+    #: Flash category a screen shows the message with (`upgrade` adds a link to the billing page).
+    flash_category = "error"
+
+    @property
+    def problem_extra(self) -> dict[str, object]:
+        """Members a JSON problem document carries besides title and detail."""
+        return {}
 
 
 class ValidationError(BatchlineError):
@@ -37,3 +44,16 @@ class PaymentRequired(BatchlineError):
     """The tenant's plan or subscription does not allow this; the message says how to upgrade or renew."""
 
     status_code = 402
+    flash_category = "upgrade"
+
+    def __init__(self, message: str, *, upgrade_url: str | None = None, **facts: object) -> None:
+        super().__init__(message)
+        #: Where an administrator changes the plan (the tenant's billing page).
+        self.upgrade_url = upgrade_url
+        #: What was refused: entitlement, limit, used, adding (for API clients to act on).
+        self.facts = facts
+
+    @property
+    def problem_extra(self) -> dict[str, object]:
+        """The upgrade path and the numbers behind the refusal."""
+        return {**({"upgrade_url": self.upgrade_url} if self.upgrade_url else {}), **self.facts}

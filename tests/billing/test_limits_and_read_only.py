@@ -63,19 +63,22 @@ def test_user_limit_bites_with_an_upgrade_path(app, billing_keys, make_tenant) -
     with control_session() as session:
         services.start_trial(session, tenant_id=tenant.ref.id, plan="starter")
         services.require_capacity(session, tenant_id=tenant.ref.id, entitlement="users", adding=9)
-        with pytest.raises(PaymentRequired, match=rf"includes 10 users; you have 1\. Upgrade your plan at "
-                                                  rf"/t/{tenant.ref.slug}/billing"):
+        with pytest.raises(PaymentRequired, match=rf"This would add 10 users; your Starter plan includes 10 users "
+                                                  rf"\(members plus open invitations\) and you have 1, so there is "
+                                                  rf"room for 9: 1 too many\. Nothing was stored\. The Growth plan "
+                                                  rf"includes 50\. Upgrade your plan at /t/{tenant.ref.slug}/billing"):
             services.require_capacity(session, tenant_id=tenant.ref.id, entitlement="users", adding=10)
-        with pytest.raises(PaymentRequired, match="Sso is not included in the Starter plan"):
+        with pytest.raises(PaymentRequired, match="Single sign-on is not included in your Starter plan"):
             services.require_feature(session, tenant_id=tenant.ref.id, feature="sso")
 
 
 def test_line_limit_uses_the_counter_an_area_registers(app, billing_keys, make_tenant, monkeypatch) -> None:
     tenant = make_tenant()
-    monkeypatch.setitem(services.USAGE_COUNTERS, "lines", lambda tenant_id: 1)
+    monkeypatch.setitem(services.USAGE_COUNTERS, "lines",
+                        services.UsageCounterFn(count=lambda session, tenant_id: 1, plane="control"))
     with control_session() as session:
         services.start_trial(session, tenant_id=tenant.ref.id, plan="starter")
-        with pytest.raises(PaymentRequired, match="includes 1 lines; you have 1"):
+        with pytest.raises(PaymentRequired, match="includes 1 lines and areas; you have 1"):
             services.require_capacity(session, tenant_id=tenant.ref.id, entitlement="lines")
 
 
