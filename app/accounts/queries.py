@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.accounts.models import Membership, SecurityEvent, SecuritySettings, SsoProvider, TenantRole, User
+from app.accounts.models import (
+    Invitation,
+    Membership,
+    SecurityEvent,
+    SecuritySettings,
+    SsoProvider,
+    TenantRole,
+    User,
+)
 from app.core.permissions import BUILTIN_ROLES, permissions_of
 from app.tenancy.models import Tenant
 from app.tenancy.queries import LIVE_STATUSES
@@ -146,3 +154,27 @@ def open_alerts(session: Session) -> list[SecurityEvent]:
         select(SecurityEvent).where(SecurityEvent.alert.is_(True), SecurityEvent.id.not_in(acknowledged))
         .order_by(SecurityEvent.id.desc())
     ))
+
+
+def seats_taken(session: Session, tenant_id: int) -> int:
+    """Places a plan's `users` limit counts: active members plus open, unexpired invitations (control plane)."""
+    members = session.scalar(select(func.count()).select_from(Membership).join(User, User.id == Membership.user_id)
+                             .where(Membership.tenant_id == tenant_id, Membership.active.is_(True),
+                                    User.active.is_(True))) or 0
+    return members + open_invitation_count(session, tenant_id)
+
+
+def open_invitation_count(session: Session, tenant_id: int, *, email: str | None = None) -> int:
+    """Invitations of the tenant (of one address, if given) neither accepted, withdrawn nor expired."""
+    stmt = select(func.count()).select_from(Invitation).where(
+        Invitation.tenant_id == tenant_id, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None),
+        Invitation.expires_at > func.now())
+    if email is not None:
+        stmt = stmt.where(Invitation.email == email)
+    return session.scalar(stmt) or 0
+
+
+def sso_switched_on(session: Session, tenant_id: int) -> bool:
+    """Whether the tenant has an enabled single sign-on provider (control plane)."""
+    provider = session.get(SsoProvider, tenant_id)
+    return provider is not None and provider.enabled

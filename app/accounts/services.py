@@ -39,11 +39,15 @@ from app.accounts.queries import (
     custom_role_permissions,
     member,
     member_permissions,
+    open_invitation_count,
+    seats_taken,
+    sso_switched_on,
     strictest_settings,
     tenant_settings,
 )
 from app.accounts.security import record_account_event, record_security_event
 from app.accounts.tokens import INVITE, RESET, ExpiredLink, make_token, read_token
+from app.billing.services import FEATURES_IN_USE, register_usage_counter, require_capacity, require_feature
 from app.core.crypto import seal
 from app.core.errors import Conflict, NotFound, ValidationError
 from app.core.jobs import enqueue
@@ -63,6 +67,10 @@ _ROLE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9 ._-]{1,58}[A-Za-z0-9]$")
 #: Unicode categories refused in names: control, format (zero-width, bidi overrides), separators, private use.
 _REFUSED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 MAX_ROLES_PER_MEMBER = 10
+
+# Accounts own memberships and invitations, so they tell billing how many places a tenant uses.
+register_usage_counter("users", seats_taken, plane="control")
+FEATURES_IN_USE["sso"] = sso_switched_on
 
 
 def validate_email(email: str) -> str:
@@ -170,6 +178,9 @@ def invite_member(*, tenant_id: int, email: str, roles: list[str], by_user_id: i
             raise Conflict(f"{email} is already a member; change their roles instead")
         if existing is not None:
             raise Conflict(f"{email} was a member and is deactivated; reactivate them instead")
+        # A new invitation of an address already invited replaces the open one: it takes no new place.
+        replacing = open_invitation_count(control, tenant_id, email=email) > 0
+        require_capacity(control, tenant_id=tenant_id, entitlement="users", adding=0 if replacing else 1)
         now = _now(control)
         for old in control.scalars(select(Invitation).where(
                 Invitation.tenant_id == tenant_id, Invitation.email == email,
@@ -238,6 +249,8 @@ def accept_invitation(*, token: str, signed_in_user_id: int | None, name: str = 
         tenant_id = _open_invitation(peek, token).tenant_id
     with control_then_tenant_transaction(tenant_id) as (control, enter_tenant):
         invitation = _open_invitation(control, token, lock=True)
+        # The invitation already holds its place; this refuses only if the plan shrank since it was sent.
+        require_capacity(control, tenant_id=tenant_id, entitlement="users", adding=0)
         user = control.scalar(select(User).where(User.email == invitation.email).with_for_update())
         created = False
         if user is not None:
@@ -339,6 +352,7 @@ def reactivate_member(*, tenant_id: int, user_id: int, by_user_id: int, by_permi
         if not user.active:
             raise Conflict("the account itself is deactivated")
         _check_no_escalation(control, tenant_id, list(membership.roles), by_permissions)
+        require_capacity(control, tenant_id=tenant_id, entitlement="users", adding=1)
         membership.active = True
         record_security_event(session=enter_tenant(), tenant_id=tenant_id, kind="member.reactivated",
                               user_id=user_id, actor_user_id=by_user_id, detail={"roles": list(membership.roles)})
@@ -617,6 +631,8 @@ def configure_sso(*, tenant_id: int, issuer: str, client_id: str, client_secret:
     if bad:
         raise ValidationError(f"not a domain name: {', '.join(repr(d[:60]) for d in bad)}")
     with control_then_tenant_transaction(tenant_id) as (control, enter_tenant):
+        if enabled:  # switching it off stays possible on any plan: it is the way to a plan without SSO
+            require_feature(control, tenant_id=tenant_id, feature="sso")
         roles = _validate_roles(control, tenant_id, default_roles, allow_empty=not domains)
         _check_no_escalation(control, tenant_id, roles, by_permissions)
         row = control.get(SsoProvider, tenant_id, with_for_update=True)

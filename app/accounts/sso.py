@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from app.accounts.models import Invitation, Membership, SsoIdentity, SsoProvider, User
 from app.accounts.security import record_security_event
 from app.accounts.services import validate_email, validate_name
+from app.billing.services import require_capacity, require_feature
 from app.core.crypto import unseal
 from app.core.errors import BatchlineError, ValidationError
 from app.core.tenancy import control_session, control_then_tenant_transaction
@@ -92,6 +93,11 @@ def start(*, tenant_id: int, redirect_uri: str, mode: str = "signin",
     `force_login` asks the provider to make the person log in again whatever session they have there
     (`prompt=login`, `max_age=0`): re-authentication for e-signatures (21 CFR 11.200(a)).
     """
+    if mode != "reauth":
+        # Signing in and linking need the plan's SSO; re-authenticating a signed-in signer never depends on it,
+        # so a plan change cannot stop anyone from signing a GMP record.
+        with control_session() as session:
+            require_feature(session, tenant_id=tenant_id, feature="sso")
     provider, _secret = _provider(tenant_id)
     metadata = discover(provider.issuer)
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64)
@@ -178,6 +184,7 @@ def sign_in_user(*, tenant_id: int, claims: Claims) -> int:
     """Decide who the validated claims are in this tenant, creating the account/membership when the rules
     allow (invitation or allowed domain); return the user id, or raise SsoRefused."""
     with control_session() as control:
+        require_feature(control, tenant_id=tenant_id, feature="sso")
         identity = control.scalar(select(SsoIdentity).where(SsoIdentity.issuer == claims.issuer,
                                                             SsoIdentity.subject == claims.subject))
         provider = control.get(SsoProvider, tenant_id)
@@ -228,6 +235,8 @@ def _join(*, tenant_id: int, claims: Claims, provider: SsoProvider | None, known
                 "your account page")
         if reason:
             raise _refuse(tenant_id, claims, reason, message)
+        # An invited address already holds its place; joining by domain takes a new one.
+        require_capacity(control, tenant_id=tenant_id, entitlement="users", adding=0 if invitation else 1)
         roles = list(invitation.roles) if invitation is not None else list(provider.default_roles)  # type: ignore[union-attr]
         if known_user is None:
             name = validate_name(claims.name or email.partition("@")[0])

@@ -436,14 +436,14 @@ def _slug_of(tenant_id: int) -> str:
 
 def _error(exc: BatchlineError) -> None:
     message = str(exc)
-    flash(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."), "error")
+    flash(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."), exc.flash_category)
 
 
 def _by_permissions() -> frozenset[str]:
     return frozenset(g.permissions)
 
 
-def _users_page(status: int = 200) -> Any:
+def _users_page(status: int = 200, invite: dict[str, Any] | None = None) -> Any:
     with control_session() as db_session:
         people = members(db_session, g.tenant.id)
         invitations = db_session.scalars(
@@ -451,7 +451,8 @@ def _users_page(status: int = 200) -> Any:
                                      Invitation.revoked_at.is_(None)).order_by(Invitation.id.desc())
         ).all()
         roles = assignable_roles(db_session, g.tenant.id)
-    return render_template("accounts/users.html", members=people, invitations=invitations, roles=roles), status
+    return render_template("accounts/users.html", members=people, invitations=invitations, roles=roles,
+                           invite=invite or {"email": "", "roles": []}), status
 
 
 @admin_bp.get("/admin/users")
@@ -471,7 +472,8 @@ def invite() -> Any:
                                by_permissions=_by_permissions())
     except BatchlineError as exc:
         _error(exc)
-        return _users_page(exc.status_code)
+        return _users_page(exc.status_code, invite={"email": (request.form.get("email") or "")[:254],
+                                                    "roles": request.form.getlist("roles")})
     flash("Invitation sent.", "ok")
     return redirect(url_for("accounts_admin.users"))
 
