@@ -22,7 +22,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.audit.services import current_actor, record
-from app.core.errors import BatchlineError, Conflict, NotFound, ValidationError
+from app.billing.services import require_capacity
+from app.core.errors import BatchlineError, Conflict, NotFound, PaymentRequired, ValidationError
 from app.core.validation import clean_date, clean_decimal, clean_int
 from app.materials import services as materials
 from app.materials.models import MATERIAL_TYPES, Lot, Material
@@ -109,11 +110,13 @@ class Preview:
 
     kind: str
     rows: list[RowVerdict]
+    #: The whole file is refused: its new records would take the tenant beyond its plan.
+    refusal: PaymentRequired | None = None
 
     @property
     def clean(self) -> bool:
-        """True when no row has an error."""
-        return all(r.outcome != "error" for r in self.rows)
+        """True when no row has an error and the plan has room for the file."""
+        return self.refusal is None and all(r.outcome != "error" for r in self.rows)
 
     def count(self, outcome: str) -> int:
         """Rows with the given outcome."""
@@ -310,8 +313,29 @@ HANDLERS = {"equipment": _equipment, "sensors": _sensor, "materials": _material,
 KEY_COLUMN = {"equipment": "tag", "sensors": "tag", "materials": "code", "lots": "lot_number"}
 
 
+#: Kinds whose records a plan limits: kind -> (entitlement, the column naming a record).
+LIMITED_KINDS: dict[str, tuple[str, Any]] = {"sensors": ("sensors", Sensor.tag)}
+
+
+def capacity_refusal(session: Session, kind: str, rows: list[dict[str, Any]]) -> PaymentRequired | None:
+    """Whether the plan has room for every record the file would create: the whole file is refused, with the
+    count, when it has not (the rows' own services check again, one by one)."""
+    if kind not in LIMITED_KINDS:
+        return None
+    entitlement, key_column = LIMITED_KINDS[kind]
+    keys = {str(row["values"].get(KEY_COLUMN[kind], "") or "").strip() for row in rows} - {""}
+    present = set(session.scalars(select(key_column).where(key_column.in_(keys)))) if keys else set()
+    try:
+        require_capacity(session, tenant_id=session.info["tenant"].id, entitlement=entitlement,
+                         adding=len(keys - present))
+    except PaymentRequired as exc:
+        return exc
+    return None
+
+
 def _run_rows(session: Session, kind: str, rows: list[dict[str, Any]]) -> Preview:
     """Run every row through the services, each in its own savepoint; collect verdicts (caller keeps or drops)."""
+    refusal = capacity_refusal(session, kind, rows)
     verdicts = []
     seen: dict[str, int] = {}
     for row in rows:
@@ -340,11 +364,14 @@ def _run_rows(session: Session, kind: str, rows: list[dict[str, Any]]) -> Previe
             else:
                 create()
             savepoint.commit()
+        except PaymentRequired:
+            savepoint.rollback()
+            verdict.outcome, verdict.errors = "error", [f"beyond your plan's limit of {kind}"]
         except BatchlineError as exc:
             savepoint.rollback()
             verdict.outcome, verdict.errors = "error", [str(exc)]
         verdicts.append(verdict)
-    return Preview(kind=kind, rows=verdicts)
+    return Preview(kind=kind, rows=verdicts, refusal=refusal)
 
 
 def preview_file(session: Session, *, kind: str, filename: str, data: bytes) -> tuple[DataImport, Preview]:
@@ -378,6 +405,9 @@ def import_upload(session: Session, *, import_id: int) -> Preview:
         raise NotFound(f"no import {import_id}")
     if upload.state == "imported":
         raise Conflict(f"{upload.filename} was already imported (import #{upload.id})")
+    refusal = capacity_refusal(session, upload.kind, upload.rows)
+    if refusal is not None:
+        raise refusal  # before any row runs: nothing of the file is stored
     preview = _run_rows(session, upload.kind, upload.rows)
     if not preview.clean:
         bad = [r for r in preview.rows if r.outcome == "error"]

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.accounts.models import Invitation, Membership
+from app.accounts.models import Invitation
+from app.accounts.queries import seats_taken
 from app.audit.services import current_actor
 from app.core.errors import NotFound
 from app.core.tenancy import TenantRef, control_session
@@ -53,12 +54,7 @@ class StepState:
 def invited_count(tenant: TenantRef) -> int:
     """People invited beyond the founder: other active members plus invitations still open (control plane)."""
     with control_session() as session:
-        members = session.scalar(select(func.count()).select_from(Membership).where(
-            Membership.tenant_id == tenant.id, Membership.active.is_(True))) or 0
-        invitations = session.scalar(select(func.count()).select_from(Invitation).where(
-            Invitation.tenant_id == tenant.id, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None),
-            Invitation.expires_at > func.now())) or 0
-    return max(members - 1, 0) + invitations
+        return max(seats_taken(session, tenant.id) - 1, 0)
 
 
 def open_invitations(tenant: TenantRef) -> list[tuple[str, list[str]]]:

@@ -138,7 +138,7 @@ def step(step: str) -> Any:
             else:
                 made = materials.create_material(session, **{k: values.get(k, "") for k in MATERIAL_KEYS}).code
     except BatchlineError as exc:
-        flash(str(exc), "error")
+        flash(str(exc), exc.flash_category)
         return _render_step(step, values, exc.status_code)
     flash(f"{made} added.", "ok")
     if step in ("site", "line"):  # one is enough to go on; more can be added from the plant pages
@@ -156,7 +156,7 @@ def _invite(values: dict[str, str]) -> Any:
                                    roles=[values.get("role", "")], by_user_id=current_user.id,
                                    by_permissions=frozenset(g.permissions))
     except BatchlineError as exc:
-        flash(str(exc), "error")
+        flash(str(exc), exc.flash_category)
         return _render_step("users", values, exc.status_code)
     flash(f"Invitation sent to {invitation.email}.", "ok")
     return _render_step("users", STEP_DEFAULTS["users"])
@@ -235,7 +235,7 @@ def import_upload(kind: str) -> Any:
             stored, _ = imports.preview_file(session, kind=kind, filename=upload.filename, data=data)
             import_id = stored.id
     except BatchlineError as exc:
-        flash(str(exc), "error")
+        flash(str(exc), exc.flash_category)
         return render_template("onboarding/import_form.html", kind=kind, columns=imports.COLUMNS[kind]), \
             exc.status_code
     return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)
@@ -252,7 +252,13 @@ def import_preview(import_id: int) -> Any:
         _kind(upload.kind)
         preview = imports.preview_stored(session, upload) if upload.state == "previewed" else None
         return render_template("onboarding/import_preview.html", upload=upload, preview=preview,
-                               columns=imports.COLUMNS[upload.kind]), 200 if preview is None or preview.clean else 422
+                               columns=imports.COLUMNS[upload.kind]), _preview_status(preview)
+
+
+def _preview_status(preview: imports.Preview | None) -> int:
+    if preview is None or preview.clean:
+        return 200
+    return preview.refusal.status_code if preview.refusal is not None else 422
 
 
 @bp.post("/onboarding/imports/<int:import_id>")
@@ -268,7 +274,7 @@ def import_confirm(import_id: int) -> Any:
         with tenant_transaction(g.tenant, actor=request_actor()) as session:
             preview = imports.import_upload(session, import_id=import_id)
     except BatchlineError as exc:
-        flash(str(exc), "error")
+        flash(str(exc), exc.flash_category)
         return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)
     flash(f"Imported {preview.count('new')} {kind}; {preview.count('present')} already present, skipped.", "ok")
     return redirect(url_for("onboarding_flow.import_preview", import_id=import_id), 303)

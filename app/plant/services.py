@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from app import esign
 from app.audit.services import current_actor, record
+from app.billing.services import register_usage_counter, require_capacity
 from app.core.errors import Conflict, NotFound, ValidationError
 from app.core.validation import (
     clean_bool,
@@ -39,6 +40,25 @@ from app.plant.models import (
 
 #: Statuses a new item may start in (in use is only ever set by a batch).
 INITIAL_STATUSES = ("dirty", "clean", "maintenance", "out_of_service")
+
+
+def count_lines(session: Session, _tenant_id: int) -> int:
+    """Lines and areas of the tenant (both hold equipment and run batches; none is ever deleted)."""
+    return session.scalar(select(func.count()).select_from(Line)) or 0
+
+
+def count_sensors(session: Session, _tenant_id: int) -> int:
+    """Sensors of the tenant."""
+    return session.scalar(select(func.count()).select_from(Sensor)) or 0
+
+
+# Plant owns lines and sensors: billing counts them with these, inside the tenant's transaction.
+register_usage_counter("lines", count_lines, plane="tenant")
+register_usage_counter("sensors", count_sensors, plane="tenant")
+
+
+def _tenant_id(session: Session) -> int:
+    return session.info["tenant"].id
 
 
 def _actor(session: Session) -> tuple[int | None, str]:
@@ -81,9 +101,11 @@ def create_line(session: Session, *, site_id: int, code: str, name: str, kind: s
     if site is None:
         raise NotFound(f"no site {site_id}")
     code = clean_code(code, "line code", max_len=40)
-    line = Line(site_id=site.id, code=code, name=clean_text(name, "line name", max_len=200),
-                kind=clean_choice(kind, "kind", ("line", "area")), created_by=_actor(session)[0])
+    name = clean_text(name, "line name", max_len=200)
+    kind = clean_choice(kind, "kind", ("line", "area"))
     _unique(session, Line.code, code, "line")
+    require_capacity(session, tenant_id=_tenant_id(session), entitlement="lines")
+    line = Line(site_id=site.id, code=code, name=name, kind=kind, created_by=_actor(session)[0])
     session.add(line)
     session.flush()
     record(session, action="create", record_type="line", record_id=line.id,
@@ -277,6 +299,7 @@ def create_sensor(session: Session, *, tag: str, equipment_id: int, quantity_kin
                     sampling_period_s=clean_decimal(sampling_period_s, "sampling period (s)", positive=True),
                     created_by=_actor(session)[0])
     _unique(session, Sensor.tag, tag, "sensor")
+    require_capacity(session, tenant_id=_tenant_id(session), entitlement="sensors")
     session.add(sensor)
     session.flush()
     record(session, action="create", record_type="sensor", record_id=sensor.id,

@@ -91,11 +91,16 @@ def site_new() -> Any:
 @requires("plant.read")
 def site(site_id: int) -> Any:
     """A site with its lines."""
+    return _site_page(site_id, {"kind": "line"})
+
+
+def _site_page(site_id: int, line_values: dict[str, str], status: int = 200) -> Any:
     with tenant_transaction(g.tenant) as session:
         found = session.get(Site, site_id)
         if found is None:
             abort(404)
-        return render_template("plant/site.html", site=found, lines=found.lines, routes=SIGNATURE_ROUTES)
+        return render_template("plant/site.html", site=found, lines=found.lines, routes=SIGNATURE_ROUTES,
+                               line_values=line_values), status
 
 
 @bp.post("/plant/sites/<int:site_id>/lines")
@@ -108,8 +113,8 @@ def line_new(site_id: int) -> Any:
             line = services.create_line(session, site_id=site_id, code=values.get("code", ""),
                                         name=values.get("name", ""), kind=values.get("kind", "line"))
     except BatchlineError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("plant.site", site_id=site_id))
+        flash(str(exc), exc.flash_category)
+        return _site_page(site_id, values, exc.status_code)  # the form keeps what was typed
     flash(f"Line {line.code} created.", "ok")
     return redirect(url_for("plant.line", line_id=line.id))
 
@@ -274,7 +279,7 @@ def sensor_new() -> Any:
         with tenant_transaction(g.tenant, actor=request_actor()) as session:
             sensor = services.create_sensor(session, **sensor_form_values(values))
     except BatchlineError as exc:
-        flash(str(exc), "error")
+        flash(str(exc), exc.flash_category)
         return render_sensor_form(values, exc.status_code)
     flash(f"Sensor {sensor.tag} registered.", "ok")
     return redirect(url_for("plant.equipment", equipment_id=sensor.equipment_id))
