@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from app.core.errors import PaymentRequired
 from app.core.tenancy import Actor, control_session, tenant_ref, tenant_transaction
 
 
@@ -38,11 +39,15 @@ def validation_report(slug: str, pdf_path: Path | None, html_path: Path | None, 
         sys.exit(2)
     ref = tenant_ref(row.id, db=db, slug=row.slug)
     label = f"batchline validation report (CLI){': ' + performed_by if performed_by else ''}"
-    with tenant_transaction(ref, db=db, actor=Actor(member_id=None, label=label)) as session:
-        run = report.run_validation(session, tenant=ref)
-        passed = report.run_passed(run)
-        html = report.render_html(run, tenant=ref) if html_path else None
-        pdf = report.render_pdf(run, tenant=ref) if pdf_path else None
+    try:
+        with tenant_transaction(ref, db=db, actor=Actor(member_id=None, label=label)) as session:
+            run = report.run_validation(session, tenant=ref)
+            passed = report.run_passed(run)
+            html = report.render_html(run, tenant=ref) if html_path else None
+            pdf = report.render_pdf(run, tenant=ref) if pdf_path else None
+    except PaymentRequired as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
     if html_path and html is not None:
         html_path.write_text(html, encoding="utf-8")
         click.echo(f"wrote {html_path}")

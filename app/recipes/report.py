@@ -29,6 +29,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app.audit.services import current_actor, record
+from app.billing.services import require_feature
 from app.core.tenancy import TenantRef, control_session
 from app.recipes import services
 from app.recipes.adaptation import requirement_results, run_scenario
@@ -150,7 +151,11 @@ def evidence_hash(environment_data: dict[str, Any], results: dict[str, Any]) -> 
 
 
 def run_validation(session: Session, *, tenant: TenantRef) -> ValidationRun:
-    """Run the validation on this instance for one tenant and store it (with its audit event)."""
+    """Run the validation on this instance for one tenant and store it (with its audit event).
+
+    Running needs the plan's `validation_report`; runs already stored stay readable on every plan.
+    """
+    require_feature(session, tenant_id=tenant.id, feature="validation_report")
     index = {e["id"]: e for e in read_index(TEMPLATES_DIR)["templates"]}
     env = environment(session, tenant)
     templates = [_template_result(session, t, index.get(t.id, {})) for t in services.library_templates()]

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from app import esign
 from app.audit.models import AuditEvent
-from app.core.errors import BatchlineError, NotFound
+from app.core.errors import BatchlineError, NotFound, PaymentRequired
 from app.core.tenancy import tenant_transaction
 from app.core.web import request_actor, requires, tenant_blueprint
 from app.esign.manifest import format_signed_at
@@ -533,18 +533,26 @@ def _selection_after(op: str, values: dict[str, str], selection: str, data: dict
 @requires("recipes.read")
 def validation_index() -> Any:
     """Validation report runs on this instance."""
+    return validation_index_page()
+
+
+def validation_index_page(status: int = 200) -> Any:
     with tenant_transaction(g.tenant) as session:
         runs = list(session.scalars(queries.validation_runs_query().limit(50)))
-        return render_template("recipes/validation_index.html", runs=runs, utc=_utc)
+        return render_template("recipes/validation_index.html", runs=runs, utc=_utc), status
 
 
 @bp.post("/recipes/validation/run")
 @requires("recipes.approve")
 def validation_run() -> Any:
     """Run every template scenario on this instance and store the evidence."""
-    with tenant_transaction(g.tenant, actor=request_actor()) as session:
-        run = report.run_validation(session, tenant=g.tenant)
-        run_id = run.id
+    try:
+        with tenant_transaction(g.tenant, actor=request_actor()) as session:
+            run = report.run_validation(session, tenant=g.tenant)
+            run_id = run.id
+    except PaymentRequired as exc:
+        flash(str(exc), exc.flash_category)
+        return validation_index_page(exc.status_code)
     flash(f"Validation run {run_id}: {run.scenarios_passed} of {run.scenarios_run} scenarios passed.",
           "ok" if run.scenarios_passed == run.scenarios_run else "error")
     return redirect(url_for("recipes.validation_report", run_id=run_id))
