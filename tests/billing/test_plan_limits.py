@@ -358,3 +358,7 @@ def test_the_billing_page_shows_usage_against_every_limit(app, client, make_tena
     assert rows["sensors"] == "1 1 limit reached"
     assert rows["readings per month"] == "130 (30 over the allowance, kept) 100 limit reached"
     assert rows["validation report"] == "not included" and rows["sso"] == "not included"
+    with control_session() as session:  # the API's /billing and /tenant read the same overview
+        readings = next(u for u in billing_overview(session, tenant.ref.id, with_invoice=False)["usage"]
+                        if u["entitlement"] == "readings_per_month")
+    assert (readings["used"], readings["over_allowance"], readings["limit"]) == (130, 30, 100)
