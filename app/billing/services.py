@@ -30,7 +30,7 @@ READ_ONLY_STATUSES = frozenset({"canceled", "unpaid", "incomplete_expired", "tri
 _BILLING_TENANT_STATUSES = ("active", "read_only")
 
 #: What each limited entitlement is called in messages.
-_NOUNS = {"users": "users (members plus open invitations)", "lines": "lines and areas", "sensors": "sensors"}
+_NOUNS = {"users": "users (members plus open invitations)", "lines": "lines", "sensors": "sensors"}
 #: Features in messages.
 _FEATURES = {"validation_report": "The validation report", "sso": "Single sign-on"}
 

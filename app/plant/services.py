@@ -43,8 +43,8 @@ INITIAL_STATUSES = ("dirty", "clean", "maintenance", "out_of_service")
 
 
 def count_lines(session: Session, _tenant_id: int) -> int:
-    """Lines and areas of the tenant (both hold equipment and run batches; none is ever deleted)."""
-    return session.scalar(select(func.count()).select_from(Line)) or 0
+    """Production lines of the tenant (what the plan sells; areas that group rooms are not counted)."""
+    return session.scalar(select(func.count()).select_from(Line).where(Line.kind == "line")) or 0
 
 
 def count_sensors(session: Session, _tenant_id: int) -> int:
@@ -104,7 +104,8 @@ def create_line(session: Session, *, site_id: int, code: str, name: str, kind: s
     name = clean_text(name, "line name", max_len=200)
     kind = clean_choice(kind, "kind", ("line", "area"))
     _unique(session, Line.code, code, "line")
-    require_capacity(session, tenant_id=_tenant_id(session), entitlement="lines")
+    if kind == "line":
+        require_capacity(session, tenant_id=_tenant_id(session), entitlement="lines")
     line = Line(site_id=site.id, code=code, name=name, kind=kind, created_by=_actor(session)[0])
     session.add(line)
     session.flush()
