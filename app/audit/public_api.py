@@ -87,7 +87,7 @@ def list_audit_events(principal: ApiPrincipal, *, query: AuditEventQuery) -> dic
 @operation("GET", "/audit/events/<int:seq>", summary="One audit event", permission="audit.read",
            response=AuditEventOut, tags=TAGS, errors={404: "No event with this sequence number in this tenant"})
 def get_audit_event(principal: ApiPrincipal, *, seq: int) -> dict[str, Any]:
-    """An audit event by its sequence number."""
+    """An audit event by its sequence number, with the values before and after and its hashes."""
     with tenant_transaction(principal.tenant) as session:
         event = session.get(AuditEvent, seq)
         if event is None:

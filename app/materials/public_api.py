@@ -95,7 +95,7 @@ def list_materials(principal: ApiPrincipal, *, query: MaterialQuery) -> dict[str
 @operation("GET", "/materials/<int:material_id>", summary="One material", permission="materials.read",
            response=MaterialOut, tags=TAGS, errors={404: "No such material in this tenant"})
 def get_material(principal: ApiPrincipal, *, material_id: int) -> MaterialOut:
-    """A material by id."""
+    """A material by id: code, name, type, unit, storage conditions and shelf life."""
     return record_of(principal, Material, material_id, "material", MaterialOut)
 
 

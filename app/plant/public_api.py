@@ -101,7 +101,7 @@ def list_sites(principal: ApiPrincipal, *, query: PageQuery) -> dict[str, Any]:
 @operation("GET", "/sites/<int:site_id>", summary="One site", permission="plant.read", response=SiteOut, tags=TAGS,
            errors={404: "No such site in this tenant"})
 def get_site(principal: ApiPrincipal, *, site_id: int) -> SiteOut:
-    """A site by id."""
+    """A site by id: code, name, timezone, regulatory profile and e-signature routes."""
     return record_of(principal, Site, site_id, "site", SiteOut)
 
 
@@ -126,7 +126,7 @@ def list_lines(principal: ApiPrincipal, *, query: LineQuery) -> dict[str, Any]:
 @operation("GET", "/lines/<int:line_id>", summary="One line", permission="plant.read", response=LineOut, tags=TAGS,
            errors={404: "No such line in this tenant"})
 def get_line(principal: ApiPrincipal, *, line_id: int) -> LineOut:
-    """A line or area by id."""
+    """A line or area by id, with the site it belongs to."""
     return record_of(principal, Line, line_id, "line", LineOut)
 
 

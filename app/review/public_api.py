@@ -95,7 +95,7 @@ def list_batch_exceptions(principal: ApiPrincipal, *, batch_id: int, query: Batc
 @operation("GET", "/exceptions/<int:exception_id>", summary="One exception", permission="batches.read",
            response=BatchExceptionOut, tags=TAGS, errors={404: "No such exception in this tenant"})
 def get_exception(principal: ApiPrincipal, *, exception_id: int) -> dict[str, Any]:
-    """An exception with its evidence."""
+    """An exception by id with its batch, step, severity, review status and evidence."""
     with tenant_transaction(principal.tenant) as session:
         row = session.execute(queries.exceptions_query().where(BatchException.id == exception_id)).first()
         if row is None:

@@ -10,7 +10,6 @@ answer 404, which the document declares.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -23,9 +22,7 @@ from app.api.openapi import openapi_document
 from app.api.registry import load_operations
 from app.core.jobs import enqueue
 from app.core.tenancy import tenant_transaction
-from app.tenancy.services import create_tenant
-from tests.api.conftest import admin_token, seed_every_kind
-from tests.conftest import TEST_PASSWORD
+from tests.api.conftest import admin_token, new_tenant, seed_every_kind
 from tests.support_saas import live_server
 
 MAX_EXAMPLES = 10
@@ -42,9 +39,7 @@ def base_url(app):
 
 @pytest.fixture(scope="module")
 def api_token(app) -> Iterator[str]:
-    tenant = create_tenant(app.extensions["batchline.db"], slug=f"fuzz-{os.getpid()}",
-                           name="Fuzz", admin_email=f"admin-{os.getpid()}@fuzz.example.com",
-                           admin_password=TEST_PASSWORD)
+    tenant = new_tenant(app, "fuzz")
     with tenant_transaction(tenant.ref) as session:  # something to list and fetch
         for _ in range(3):
             enqueue(session, "app.core.jobs:whoami")
