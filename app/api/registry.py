@@ -183,11 +183,13 @@ def _api_error(exc: ApiError) -> Any:
 
 
 @api_v1.errorhandler(DataError)
-def _out_of_range(exc: DataError) -> Any:
-    # Request models bound the ids they filter on; a number in a body the database cannot hold (an id beyond
-    # BIGINT) is still the client's mistake, never a server error.
-    why = getattr(getattr(exc.orig, "diag", None), "message_primary", None) or "check the numbers sent"
-    return problem(422, "Out of range", f"a value is out of range for what can be stored ({why})")
+def _unstorable(exc: DataError) -> Any:
+    # Request models bound the ids they filter on, but some values only the database refuses: an id in a body
+    # beyond BIGINT, a NUL character in text. Those are the client's mistake, never a server error; the
+    # transaction was rolled back, so nothing of the request is stored.
+    why = getattr(getattr(exc.orig, "diag", None), "message_primary", None) or str(exc.orig).splitlines()[0]
+    return problem(422, "Value cannot be stored", f"a value in the request cannot be stored ({why}): check numbers "
+                   "are within range and text holds no NUL characters")
 
 
 def load_operations() -> Blueprint:

@@ -121,3 +121,17 @@ def test_read_only_tenant_refuses_plant_creates_but_reads(client, make_tenant, i
     refused = client.post("/api/v1/sites", json={"code": "S", "name": "S", "timezone": "UTC"}, headers=bearer(token))
     assert refused.status_code == 402 and "read-only" in refused.get_json()["detail"]
     assert client.get("/api/v1/sites", headers=bearer(token)).get_json()["items"] == []
+
+
+def test_values_the_database_cannot_hold_are_a_422_and_store_nothing(client, world) -> None:
+    token = world.token_a
+    before = all_pages(client, "/api/v1/sites", token, limit=50)
+    nul = client.post("/api/v1/sites", json={"code": "NUL", "name": "bad\x00name", "timezone": "UTC"},
+                      headers=bearer(token))
+    assert nul.status_code == 422 and "NUL" in nul.get_json()["detail"]
+    huge = client.post("/api/v1/lines", json={"site_id": 2**63 + 1, "code": "HUGE", "name": "x"},
+                       headers=bearer(token))
+    assert huge.status_code == 422 and "out of range" in huge.get_json()["detail"]
+    assert client.get("/api/v1/equipment", query_string={"status": "clean", "line_id": "0x10"},
+                      headers=bearer(token)).status_code == 422
+    assert all_pages(client, "/api/v1/sites", token, limit=50) == before
