@@ -7,7 +7,6 @@ stay on the recipe screens, where each step is e-signed.
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 from pydantic import Field
@@ -116,8 +115,7 @@ def get_effective_version(principal: ApiPrincipal, *, master_id: int, query: Eff
     with tenant_transaction(principal.tenant) as session:
         services.get_master_recipe(session, master_id)
         at = query.at or db_now(session)
-        return _version_out(services.effective_version(session, master_id, at.astimezone(UTC)),
-                            with_messages=False)
+        return _version_out(services.effective_version(session, master_id, at), with_messages=False)
 
 
 @operation("GET", "/recipes/versions/<int:version_id>", summary="One recipe version with its document",
