@@ -2,7 +2,7 @@
 
 Reads go through the plant area's list queries and readiness gate; creates through its services, so every
 record gets its audit event (attributed to the token's member or the OAuth client) and the same checks as on
-the onboarding screens.
+the onboarding screens. Status changes that a site routes through an e-signature stay on the screens.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app.api.registry import api_actor, operation, page_of, record_of
-from app.api.schemas import Page, PageQuery
+from app.api.schemas import Body, Page, PageQuery
 from app.api.services import ApiPrincipal
-from app.core.errors import NotFound
+from app.core.errors import Conflict, NotFound
 from app.core.tenancy import tenant_transaction
 from app.plant import queries, services
 from app.plant.models import Equipment, EquipmentLogEntry, Line, Sensor, Site
 from app.plant.schemas import (
     EquipmentIn,
     EquipmentOut,
+    EquipmentStatus,
     LineIn,
     LineOut,
     LogEntryOut,
@@ -66,6 +67,13 @@ class EquipmentDetail(EquipmentOut):
     """An equipment item with its readiness now (ready, or every reason it may not be used)."""
 
     readiness: ReadinessOut
+
+
+class EquipmentStatusIn(Body):
+    """Move an equipment item to a new status, with the reason (it becomes a logbook entry)."""
+
+    status: EquipmentStatus = Field(description="The new status; the allowed moves depend on the current one")
+    reason: str = Field(min_length=1, max_length=2000, description="Why, as the logbook and audit trail show it")
 
 
 class LogEntryPage(Page[LogEntryOut]):
@@ -183,6 +191,27 @@ def equipment_logbook(principal: ApiPrincipal, *, equipment_id: int, query: Page
     """Status changes, calibrations, qualifications and notes of an item, oldest first, with who and why."""
     return page_of(principal, queries.logbook_query(equipment_id), query, EquipmentLogEntry.id, LogEntryOut,
                    parent=(Equipment, equipment_id, "equipment"))
+
+
+@operation("POST", "/equipment/<int:equipment_id>/status", summary="Change an equipment item's status",
+           permission="plant.manage", body=EquipmentStatusIn, response=LogEntryOut, status=201, tags=TAGS,
+           errors={404: "No such equipment in this tenant",
+                   409: "The move is not allowed from the current status, or the item's site requires an "
+                        "e-signature for status changes (make those on the equipment page)"})
+def change_equipment_status(principal: ApiPrincipal, *, equipment_id: int, body: EquipmentStatusIn) -> LogEntryOut:
+    """Move an item to a new status (e.g. into maintenance from a maintenance system, or clean after a CIP run)
+    with the reason: a logbook entry and an audit event, attributed to the token. Sites whose SOPs route status
+    changes through an e-signature refuse this over the API: a person signs those on the equipment page."""
+    with tenant_transaction(principal.tenant, actor=api_actor(principal)) as session:
+        equipment = session.get(Equipment, equipment_id)
+        if equipment is None:
+            raise NotFound(f"no equipment {equipment_id} in this tenant")
+        if services.signature_required(session, equipment, "equipment.status_change"):
+            raise Conflict(f"the site of {equipment.tag} requires an e-signature for status changes: a person "
+                           "signs them on the equipment page, not over the API")
+        entry = services.change_equipment_status(session, equipment_id=equipment_id, to_status=body.status,
+                                                 reason=body.reason)
+        return LogEntryOut.model_validate(entry)
 
 
 @operation("POST", "/equipment", summary="Register an equipment item", permission="plant.manage", body=EquipmentIn,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.core.tenancy import tenant_transaction
 from app.plant import services as plant
 from tests.api.conftest import admin_token, all_pages, audit_events, bearer, make_read_only
-from tests.factories import admin_actor
+from tests.factories import admin_actor, make_equipment, make_line
 
 
 def test_plant_records_read_with_a_token(client, world) -> None:
@@ -135,3 +135,42 @@ def test_values_the_database_cannot_hold_are_a_422_and_store_nothing(client, wor
     assert client.get("/api/v1/equipment", query_string={"status": "clean", "line_id": "0x10"},
                       headers=bearer(token)).status_code == 422
     assert all_pages(client, "/api/v1/sites", token, limit=50) == before
+
+
+def test_equipment_status_changes_over_the_api_unless_the_site_wants_a_signature(client, make_tenant,
+                                                                                 issue_token) -> None:
+    tenant = make_tenant()
+    with tenant_transaction(tenant.ref, actor=admin_actor(tenant)) as session:
+        plain = make_line(session)
+        signed = make_line(session, signature_routes=("equipment.status_change",))
+        mixer = make_equipment(session, plain, equipment_class="mixer", status="clean")
+        guarded = make_equipment(session, signed, equipment_class="mixer", status="clean")
+    token = issue_token(tenant, ["plant.manage", "plant.read"])
+    moved = client.post(f"/api/v1/equipment/{mixer.id}/status", json={"status": "maintenance",
+                                                                     "reason": "Seal replacement, WO-4411"},
+                        headers=bearer(token))
+    assert moved.status_code == 201, moved.get_json()
+    entry = moved.get_json()
+    assert (entry["from_status"], entry["to_status"], entry["signature_id"]) == ("clean", "maintenance", None)
+    assert entry["actor_label"].endswith("via API token 'test'")
+    item = client.get(f"/api/v1/equipment/{mixer.id}", headers=bearer(token)).get_json()
+    assert item["status"] == "maintenance" and "under_maintenance" in [r["code"] for r in item["readiness"]["reasons"]]
+    (event,) = [e for e in audit_events(tenant, "equipment", mixer.id) if e.action == "status_change"]
+    assert event.reason == "Seal replacement, WO-4411" and event.new_values["status"] == "maintenance"
+    assert event.actor_label.endswith(f"<{tenant.admin_email}> via API token 'test'")
+
+    not_allowed = client.post(f"/api/v1/equipment/{mixer.id}/status", json={"status": "clean", "reason": "done"},
+                              headers=bearer(token))
+    assert not_allowed.status_code == 409 and "cannot go from" in not_allowed.get_json()["detail"]
+    needs_signature = client.post(f"/api/v1/equipment/{guarded.id}/status",
+                                  json={"status": "dirty", "reason": "used"}, headers=bearer(token))
+    assert needs_signature.status_code == 409 and "e-signature" in needs_signature.get_json()["detail"]
+    assert client.get(f"/api/v1/equipment/{guarded.id}", headers=bearer(token)).get_json()["status"] == "clean"
+    reader = issue_token(tenant, ["plant.read"])
+    assert client.post(f"/api/v1/equipment/{mixer.id}/status", json={"status": "dirty", "reason": "x"},
+                       headers=bearer(reader)).status_code == 403
+    make_read_only(tenant)
+    assert client.post(f"/api/v1/equipment/{mixer.id}/status", json={"status": "dirty", "reason": "x"},
+                       headers=bearer(token)).status_code == 402
+    logbook = client.get(f"/api/v1/equipment/{mixer.id}/logbook", headers=bearer(token)).get_json()["items"]
+    assert [e["kind"] for e in logbook] == ["created", "status_change"]
