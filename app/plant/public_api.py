@@ -7,7 +7,7 @@ the onboarding screens. Status changes that a site routes through an e-signature
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -55,8 +55,7 @@ class EquipmentQuery(PageQuery):
     """Filters of the equipment list."""
 
     line_id: int | None = Field(default=None, ge=1, le=2**62, description="Only equipment on this line")
-    status: Literal["clean", "dirty", "in_use", "maintenance", "out_of_service"] | None = Field(
-        default=None, description="Only equipment in this status")
+    status: EquipmentStatus | None = Field(default=None, description="Only equipment in this status")
 
 
 class EquipmentPage(Page[EquipmentOut]):
