@@ -15,8 +15,8 @@ from app.core.web import MEMBER
 REF = "#/components/schemas/{model}"
 ERROR_TEXT = {
     400: "Bad request", 401: "Missing, unknown, expired or revoked token", 402: "The workspace is read-only",
-    403: "The token lacks the scope", 404: "Not found in this tenant", 413: "Payload too large",
-    415: "Body is not JSON",
+    403: "The token lacks the scope", 404: "Not found in this tenant", 409: "Conflicts with what is stored",
+    413: "Payload too large", 415: "Body is not JSON",
     422: "Validation failed", 429: "Rate limit exceeded",
 }
 
@@ -27,18 +27,39 @@ def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]
     return schema
 
 
-def _component(model: type[pydantic.BaseModel], components: dict[str, Any]) -> dict[str, str]:
+#: What pydantic accepts as a decimal written as a string (its own schema says only "string").
+DECIMAL_STRING = r"^[+-]?(\d{1,30}(\.\d{0,30})?|\.\d{1,30})([eE][+-]?\d{1,3})?$"
+
+
+def _decimal_strings(schema: Any) -> Any:
+    """Give the string form of every decimal field its pattern, so the document accepts what validation does."""
+    if isinstance(schema, list):
+        return [_decimal_strings(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    options = schema.get("anyOf")
+    if (isinstance(options, list) and len(options) >= 2 and options[0].get("type") == "number"
+            and options[1] == {"type": "string"}):
+        options[1] = {"type": "string", "pattern": DECIMAL_STRING}
+    return {key: _decimal_strings(value) for key, value in schema.items()}
+
+
+def _schema_of(model: type[pydantic.BaseModel], components: dict[str, Any], mode: Any) -> dict[str, str]:
     name = model.__name__
-    if name not in components:
-        components[name] = _hoist(model.model_json_schema(ref_template=REF, mode="serialization"), components)
+    schema = _hoist(_decimal_strings(model.model_json_schema(ref_template=REF, mode=mode)), components)
+    if components.setdefault(name, schema) != schema:
+        # Components are keyed by class name: two different models with one name would document one of them
+        # under the other's name. Give the API's model its own name instead.
+        raise ValueError(f"two different API schemas are named {name!r}; rename one of them")
     return {"$ref": REF.format(model=name)}
+
+
+def _component(model: type[pydantic.BaseModel], components: dict[str, Any]) -> dict[str, str]:
+    return _schema_of(model, components, "serialization")
 
 
 def _request_component(model: type[pydantic.BaseModel], components: dict[str, Any]) -> dict[str, str]:
-    name = model.__name__
-    if name not in components:
-        components[name] = _hoist(model.model_json_schema(ref_template=REF, mode="validation"), components)
-    return {"$ref": REF.format(model=name)}
+    return _schema_of(model, components, "validation")
 
 
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +76,7 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _query_parameters(model: type[pydantic.BaseModel], components: dict[str, Any]) -> list[dict[str, Any]]:
-    schema = _hoist(model.model_json_schema(ref_template=REF, mode="validation"), components)
+    schema = _hoist(_decimal_strings(model.model_json_schema(ref_template=REF, mode="validation")), components)
     required = set(schema.get("required", []))
     params = []
     for name, prop in schema.get("properties", {}).items():
@@ -74,8 +95,8 @@ def _path(op: Operation) -> tuple[str, list[dict[str, Any]]]:
     return "/api/v1" + PATH_PARAM_RE.sub(lambda m: "{" + m.group(2) + "}", op.rule), params
 
 
-def _problem(status: int) -> dict[str, Any]:
-    return {"description": ERROR_TEXT.get(status, "Error"),
+def _problem(status: int, meaning: str = "") -> dict[str, Any]:
+    return {"description": meaning or ERROR_TEXT.get(status, "Error"),
             "content": {"application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}}}}
 
 
@@ -95,7 +116,8 @@ def openapi_document(*, title: str = "Batchline API", version: str = "1") -> dic
             responses[str(op.status)] = {"description": op.summary,
                                          "content": {"application/json": {"schema": _component(op.response,
                                                                                                 components)}}}
-        codes = {401, 429, *op.errors}
+        meanings = op.errors if isinstance(op.errors, dict) else dict.fromkeys(op.errors, "")
+        codes = {401, 429, *meanings}
         if op.permission != MEMBER:
             codes.add(403)
         if op.query is not None or op.body is not None or parameters:
@@ -107,7 +129,7 @@ def openapi_document(*, title: str = "Batchline API", version: str = "1") -> dic
         if any(p["in"] == "path" for p in parameters):
             codes.add(404)
         for code in sorted(codes):
-            responses[str(code)] = _problem(code)
+            responses[str(code)] = _problem(code, meanings.get(code, ""))
         entry: dict[str, Any] = {
             "operationId": op.endpoint, "summary": op.summary, "description": op.description, "tags": op.tags,
             "parameters": parameters, "responses": responses,

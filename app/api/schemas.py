@@ -5,12 +5,25 @@ They validate requests and shape responses, and the OpenAPI document is generate
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 T = TypeVar("T")
+_ISO_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    # pydantic would read a bare number as seconds since 1970; a query string means a date-time, so say so.
+    if isinstance(value, str) and not _ISO_START.match(value):
+        raise ValueError("give an ISO 8601 date-time with its zone, e.g. 2026-11-27T10:00:00Z")
+    return value
+
+
+#: A moment in a query string: ISO 8601 with its zone (`Z` or `+01:00`); a time without zone is refused.
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 
 
 class Problem(BaseModel):

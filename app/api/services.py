@@ -21,7 +21,7 @@ from app.api.models import ApiToken, OAuthClient
 from app.core.db import Database
 from app.core.errors import NotFound, ValidationError
 from app.core.permissions import PERMISSIONS, permissions_of
-from app.core.tenancy import TenantRef, tenant_ref
+from app.core.tenancy import Actor, TenantRef, tenant_ref
 from app.tenancy.models import Tenant
 from app.tenancy.queries import LIVE_STATUSES
 
@@ -152,7 +152,14 @@ class ApiPrincipal:
     user_id: int | None = None
     member_id: int | None = None
     client_id: int | None = None
+    #: Who acts, as audit events and records show it: the member (and the token), or the OAuth client.
+    label: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+
+    def actor(self, *, request_id: str | None = None, client_addr: str | None = None) -> Actor:
+        """The actor of this credential's writes: the member of a personal token, or the OAuth client."""
+        return Actor(member_id=self.member_id, label=self.label[:300], request_id=request_id,
+                     client_addr=client_addr)
 
 
 def _unauthorized(detail: str) -> ApiError:
@@ -181,13 +188,14 @@ def authenticate_bearer(session: Session, db: Database, header: str | None) -> A
                              scopes=list(tok.scopes), permissions=frozenset(), expires_at=tok.expires_at)
     if tok.kind == "personal":
         member = session.execute(
-            select(Membership.id, Membership.roles).join(User, User.id == Membership.user_id)
+            select(Membership.id, Membership.roles, User.name, User.email).join(User, User.id == Membership.user_id)
             .where(Membership.user_id == tok.user_id, Membership.tenant_id == tok.tenant_id,
                    Membership.active.is_(True), User.active.is_(True))
         ).first()
         if member is None:
             raise _unauthorized("the token's owner is no longer an active member of this tenant")
         principal.user_id, principal.member_id = tok.user_id, member.id
+        principal.label = f"{member.name} <{member.email}> via API token {tok.name!r}"
         # A token never carries more than its owner holds today: removing a role narrows every token.
         principal.permissions = frozenset(tok.scopes) & permissions_of(member.roles)
     else:
@@ -195,6 +203,7 @@ def authenticate_bearer(session: Session, db: Database, header: str | None) -> A
         if client is None or client.revoked_at is not None:
             raise _unauthorized("the OAuth client of this token was revoked")
         principal.client_id = client.id
+        principal.label = f"API client {client.name!r} ({client.client_id})"
         principal.permissions = frozenset(tok.scopes) & frozenset(client.scopes)
     session.execute(update(ApiToken).where(
         ApiToken.id == tok.id,

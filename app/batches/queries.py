@@ -156,6 +156,23 @@ def batches_query(*, status: str | None = None, line_id: int | None = None) -> S
     return query
 
 
+def exceptions_query(*, batch_id: int | None = None, status: str | None = None, severity: str | None = None,
+                     exception_type: str | None = None, raised_from: datetime | None = None,
+                     raised_until: datetime | None = None) -> Select[tuple[BatchException, str]]:
+    """Exceptions with their batch number, oldest first, narrowed by any of the filters."""
+    query = (select(BatchException, Batch.batch_number).join(Batch, Batch.id == BatchException.batch_id)
+             .order_by(BatchException.id))
+    for column, value in ((BatchException.batch_id, batch_id), (BatchException.status, status),
+                          (BatchException.severity, severity), (BatchException.type, exception_type)):
+        if value is not None:
+            query = query.where(column == value)
+    if raised_from is not None:
+        query = query.where(BatchException.raised_at >= raised_from)
+    if raised_until is not None:
+        query = query.where(BatchException.raised_at < raised_until)
+    return query
+
+
 def open_exception_counts(session: Session, batch_ids: list[int]) -> dict[int, int]:
     """Open exceptions per batch."""
     if not batch_ids:

@@ -108,15 +108,24 @@ def material_by_code(session: Session, code: str) -> Material | None:
     return session.scalar(select(Material).where(Material.code == code))
 
 
+def lot_movements_query(lot_id: int) -> Select[tuple[LotMovement]]:
+    """The lot's ledger, oldest first."""
+    return select(LotMovement).where(LotMovement.lot_id == lot_id).order_by(LotMovement.id)
+
+
 def lot_movements(session: Session, lot_id: int) -> list[LotMovement]:
     """The lot's ledger, oldest first."""
-    return list(session.scalars(select(LotMovement).where(LotMovement.lot_id == lot_id).order_by(LotMovement.id)))
+    return list(session.scalars(lot_movements_query(lot_id)))
+
+
+def lot_status_history_query(lot_id: int) -> Select[tuple[LotStatusChange]]:
+    """The lot's QA dispositions, oldest first."""
+    return select(LotStatusChange).where(LotStatusChange.lot_id == lot_id).order_by(LotStatusChange.id)
 
 
 def lot_status_history(session: Session, lot_id: int) -> list[LotStatusChange]:
     """The lot's QA dispositions, oldest first."""
-    return list(session.scalars(
-        select(LotStatusChange).where(LotStatusChange.lot_id == lot_id).order_by(LotStatusChange.id)))
+    return list(session.scalars(lot_status_history_query(lot_id)))
 
 
 def ledger_sum(session: Session, lot_id: int) -> Any:

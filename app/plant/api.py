@@ -16,7 +16,6 @@ from app.core.validation import db_now
 from app.core.web import MEMBER, problem, request_actor, requires, tenant_blueprint
 from app.plant import queries, services
 from app.plant.models import Equipment, Line, Sensor, Site
-from app.plant.readiness import equipment_ready
 from app.plant.scan import resolve_scan
 from app.plant.schemas import (
     CalibrationIn,
@@ -155,11 +154,10 @@ def get_equipment(equipment_id: int) -> Any:
 def equipment_readiness(equipment_id: int) -> Any:
     """Ready now, or every reason the item may not be used."""
     with tenant_transaction(g.tenant) as session:
-        equipment = queries.equipment_detail(session, equipment_id)
-        if equipment is None:
+        found = queries.readiness_now(session, equipment_id)
+        if found is None:
             raise NotFound(f"no equipment {equipment_id}")
-        now = db_now(session)
-        verdict = equipment_ready(equipment, now)
+        _, verdict, now = found
         return ReadinessOut(ready=verdict.ready, reasons=list(verdict.reasons), at=now).model_dump(mode="json")
 
 

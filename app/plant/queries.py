@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from app.core.validation import db_now
 from app.plant.models import Equipment, EquipmentLogEntry, Line, Sensor, Site
 from app.plant.readiness import Readiness, equipment_ready
 
@@ -46,10 +47,23 @@ def equipment_detail(session: Session, equipment_id: int) -> Equipment | None:
         .where(Equipment.id == equipment_id))
 
 
+def readiness_now(session: Session, equipment_id: int) -> tuple[Equipment, Readiness, datetime] | None:
+    """An item, its readiness judged now (database clock, site timezone) and that moment; None if unknown."""
+    equipment = equipment_detail(session, equipment_id)
+    if equipment is None:
+        return None
+    now = db_now(session)
+    return equipment, equipment_ready(equipment, now), now
+
+
+def logbook_query(equipment_id: int) -> Select[tuple[EquipmentLogEntry]]:
+    """An item's logbook entries (unordered: the page or the API orders them)."""
+    return select(EquipmentLogEntry).where(EquipmentLogEntry.equipment_id == equipment_id)
+
+
 def logbook(session: Session, equipment_id: int, *, limit: int = 500) -> list[EquipmentLogEntry]:
     """An item's logbook, newest first."""
-    return list(session.scalars(select(EquipmentLogEntry).where(EquipmentLogEntry.equipment_id == equipment_id)
-                                .order_by(EquipmentLogEntry.id.desc()).limit(limit)))
+    return list(session.scalars(logbook_query(equipment_id).order_by(EquipmentLogEntry.id.desc()).limit(limit)))
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,41 @@ def test_openapi_document_and_reference_page(client) -> None:
     assert doc["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]["tokenUrl"] == "/oauth/token"
     page = client.get("/api/docs")
     assert page.status_code == 200 and "GET /api/v1/jobs" in page.get_data(as_text=True)
+
+
+def test_every_operation_is_documented_for_integrators(client) -> None:
+    from app.api.registry import OPERATIONS
+
+    doc = client.get("/api/openapi.json").get_json()
+    for resource in ("/api/v1/sites", "/api/v1/lines", "/api/v1/equipment/{equipment_id}/readiness",
+                     "/api/v1/sensors/{sensor_id}", "/api/v1/lots/{lot_id}", "/api/v1/materials",
+                     "/api/v1/recipes/{master_id}/effective", "/api/v1/recipes/versions/{version_id}",
+                     "/api/v1/batches/{batch_id}", "/api/v1/exceptions", "/api/v1/batches/{batch_id}/exceptions",
+                     "/api/v1/audit/events"):
+        assert resource in doc["paths"], resource
+    for op in OPERATIONS:
+        assert op.summary and len(op.description) > 20 and op.tags, op.endpoint
+    receive = doc["paths"]["/api/v1/lots"]["post"]
+    assert receive["responses"]["409"]["description"] == "A lot with this number exists already"
+    assert {"201", "402", "403", "404", "409", "422"} <= set(receive["responses"])
+    assert receive["x-permission"] == "materials.manage"
+    quantity = doc["components"]["schemas"]["LotIn"]["properties"]["quantity"]["anyOf"][1]
+    assert quantity["type"] == "string" and quantity["pattern"]  # what a decimal string may look like
+    page = client.get("/api/docs").get_data(as_text=True)
+    assert "POST /api/v1/batches" in page and "Plan a batch from the effective recipe version" in page
+
+
+def test_two_schemas_with_one_name_are_refused() -> None:
+    import pydantic
+    import pytest
+
+    from app.api.openapi import _component
+
+    def model(field_type):
+        return pydantic.create_model("Clash", value=(field_type, ...))
+
+    components: dict = {}
+    _component(model(int), components)
+    _component(model(int), components)  # the same schema again is fine
+    with pytest.raises(ValueError, match="Clash"):
+        _component(model(str), components)
