@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.accounts.models import Membership, User
+from app.accounts.models import Membership, TenantRole, User
 from app.api.errors import ApiError
 from app.api.models import ApiToken, OAuthClient
 from app.core.db import Database
@@ -197,7 +197,11 @@ def authenticate_bearer(session: Session, db: Database, header: str | None) -> A
         principal.user_id, principal.member_id = tok.user_id, member.id
         principal.label = f"{member.name} <{member.email}> via API token {tok.name!r}"
         # A token never carries more than its owner holds today: removing a role narrows every token.
-        principal.permissions = frozenset(tok.scopes) & permissions_of(member.roles)
+        custom = {r.name: list(r.permissions) for r in session.execute(
+            select(TenantRole.name, TenantRole.permissions).where(
+                TenantRole.tenant_id == tok.tenant_id, TenantRole.active.is_(True),
+                TenantRole.name.in_(list(member.roles))))}
+        principal.permissions = frozenset(tok.scopes) & permissions_of(member.roles, custom)
     else:
         client = session.get(OAuthClient, tok.oauth_client_id)
         if client is None or client.revoked_at is not None:

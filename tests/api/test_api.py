@@ -8,9 +8,11 @@ from datetime import timedelta
 
 from sqlalchemy import func, update
 
-from app.accounts.models import Membership
+from app.accounts.models import Membership, TenantRole
+from app.accounts.services import create_custom_role
 from app.api.models import ApiToken
 from app.core.jobs import enqueue
+from app.core.permissions import PERMISSIONS
 from app.core.tenancy import control_session, tenant_transaction
 from tests.conftest import csrf_token, sign_in
 from tests.support_saas import run_jobs
@@ -63,6 +65,23 @@ def test_token_never_exceeds_its_owners_current_roles(client, make_tenant, issue
     with control_session() as session:
         session.execute(update(Membership).where(Membership.tenant_id == tenant.ref.id).values(active=False))
     assert client.get("/api/v1/tenant", headers=_auth(token)).status_code == 401
+
+
+def test_token_of_a_custom_role_holder_carries_that_roles_permissions(client, make_tenant, issue_token) -> None:
+    tenant = make_tenant()
+    token = issue_token(tenant, ["jobs.read"])
+    role_id = create_custom_role(tenant_id=tenant.ref.id, name="Job watcher", description="", permissions=["jobs.read"],
+                                 by_user_id=1, by_permissions=frozenset(PERMISSIONS))
+    with control_session() as session:
+        session.execute(update(Membership).where(Membership.tenant_id == tenant.ref.id).values(roles=["Viewer"]))
+    assert client.get("/api/v1/jobs", headers=_auth(token)).status_code == 403  # Viewers lack jobs.read
+    with control_session() as session:
+        session.execute(update(Membership).where(Membership.tenant_id == tenant.ref.id)
+                        .values(roles=["Viewer", "Job watcher"]))
+    assert client.get("/api/v1/jobs", headers=_auth(token)).status_code == 200
+    with control_session() as session:
+        session.execute(update(TenantRole).where(TenantRole.id == role_id).values(active=False))
+    assert client.get("/api/v1/jobs", headers=_auth(token)).status_code == 403  # a retired role grants nothing
 
 
 def test_tokens_are_hashed_revocable_and_expire(app, client, make_tenant) -> None:
