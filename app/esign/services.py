@@ -525,12 +525,35 @@ def check_signatures(session: Session, signatures: Iterable[Signature],
                      current_content: dict[str, Any] | None) -> list[SignatureCheck]:
     """Verify many signatures of one record at once (None content: the record cannot be read, all invalid)."""
     signatures = list(signatures)
-    seqs = [s.audit_seq for s in signatures if s.audit_seq is not None]
-    events = {e.seq: e for e in session.scalars(select(AuditEvent).where(AuditEvent.seq.in_(seqs)))} if seqs else {}
-    checks = []
+    events = _sign_events(session, signatures)
+    return [_check(sig, current_content, events) for sig in signatures]
+
+
+def check_record_signatures(session: Session, *, record_type: str,
+                            contents: dict[Any, dict[str, Any] | None]) -> dict[str, list[SignatureCheck]]:
+    """Verify the signatures of many records of one type at once, each against its record's current content.
+
+    Two queries whatever the number of records (a batch review checks every step); keyed by record id as text,
+    each list oldest first, exactly as `check_signatures(signatures_of(...), content)` per record.
+    """
+    by_id = {str(record_id): content for record_id, content in contents.items()}
+    signatures = list(session.scalars(select(Signature).where(Signature.record_type == record_type,
+                                                              Signature.record_id.in_(list(by_id)))
+                                      .order_by(Signature.id))) if by_id else []
+    events = _sign_events(session, signatures)
+    out: dict[str, list[SignatureCheck]] = {record_id: [] for record_id in by_id}
     for sig in signatures:
-        valid = current_content is not None and hmac.compare_digest(
-            sig.content_hash, content_hash(sig.record_type, sig.record_id, current_content)
-        ) and _matches_event(sig, events.get(sig.audit_seq or -1))
-        checks.append(SignatureCheck(signature=sig, valid=bool(valid)))
-    return checks
+        out[sig.record_id].append(_check(sig, by_id[sig.record_id], events))
+    return out
+
+
+def _sign_events(session: Session, signatures: list[Signature]) -> dict[int, AuditEvent]:
+    seqs = [s.audit_seq for s in signatures if s.audit_seq is not None]
+    return {e.seq: e for e in session.scalars(select(AuditEvent).where(AuditEvent.seq.in_(seqs)))} if seqs else {}
+
+
+def _check(sig: Signature, current_content: dict[str, Any] | None, events: dict[int, AuditEvent]) -> SignatureCheck:
+    valid = current_content is not None and hmac.compare_digest(
+        sig.content_hash, content_hash(sig.record_type, sig.record_id, current_content)
+    ) and _matches_event(sig, events.get(sig.audit_seq or -1))
+    return SignatureCheck(signature=sig, valid=bool(valid))

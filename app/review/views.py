@@ -42,7 +42,7 @@ if SWEEP not in PERIODIC_JOBS:
 @bp.record_once
 def _defaults(state: Any) -> None:
     state.app.config.setdefault("REVIEW_SWEEP_INTERVAL_S", 60)
-    state.app.jinja_env.globals.setdefault("trend_svg", report.svg_path)
+    state.app.jinja_env.globals.setdefault("review_trend_path", report.svg_path)
     state.app.jinja_env.globals.setdefault("human_duration", queries.human_duration)
 
 
