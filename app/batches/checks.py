@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.batches import catalog
+from app.batches.errors import IncompatibleUnit
 from app.core.errors import Conflict, ValidationError
 from app.materials.models import Lot, Material
 from app.materials.usability import lot_usable
@@ -201,11 +202,11 @@ def convert_quantity(value: Decimal, from_unit: str, to_unit: str) -> Decimal:
     if from_unit == to_unit or (_is_count(from_unit) and _is_count(to_unit)):
         return value
     if _is_count(from_unit) != _is_count(to_unit):
-        raise ValidationError(f"{from_unit} cannot be converted to {to_unit}: give the quantity in {to_unit}")
+        raise IncompatibleUnit(f"{from_unit} cannot be converted to {to_unit}: give the quantity in {to_unit}")
     try:
         converted = convert(float(value), from_unit, to_unit)
     except IncompatibleUnitsError as exc:
-        raise ValidationError(f"unit {from_unit!r} does not match: {exc}; give the quantity in {to_unit}") from exc
+        raise IncompatibleUnit(f"unit {from_unit!r} does not match: {exc}; give the quantity in {to_unit}") from exc
     except UnknownUnitError as exc:
         raise ValidationError(f"unit: {exc}") from exc
     return Decimal(repr(converted)).quantize(Decimal("0.000001"))
@@ -310,7 +311,7 @@ def _number(ctx: Context, capture: NumberCapture, raw: dict[str, Any]) -> Verdic
     value = parse_decimal(raw.get("value"), capture.label)
     unit = parse_unit_text(raw.get("unit"), base_unit)
     if base_unit is not None and not _compatible(unit, base_unit):
-        raise ValidationError(f"unit {unit!r} measures {_dimension(unit)}; {capture.label} is "
+        raise IncompatibleUnit(f"unit {unit!r} measures {_dimension(unit)}; {capture.label} is "
                               f"{_dimension(base_unit)} in {base_unit}: enter it in {base_unit}")
     stored = {"value": _fmt(value), "unit": unit}
     if spec is None:
@@ -373,7 +374,11 @@ def _text_capture(ctx: Context, capture: TextCapture | SampleIdCapture, raw: dic
         if known is not None and known != value:
             message = f"{capture.label}: {value!r} does not match the batch's {identity} {known!r}"
             verdict.state, verdict.message = "blocked", message
-            verdict.hard_blocks.append(Block("identity_mismatch", message, "identity_mismatch"))
+            # Recorded with the operator's comment and a critical exception for review (issue 7 names wrong
+            # material, unusable lots and equipment not ready as the hard blocks; the recipe scenario vocabulary
+            # keeps a mismatched identity as a critical identity_mismatch exception): the mismatch itself is
+            # evidence the record must keep.
+            verdict.soft_blocks.append(Block("identity_mismatch", message, "identity_mismatch"))
         elif known is not None:
             verdict.state, verdict.message = "green", f"matches the batch's {identity}"
     return verdict
@@ -424,6 +429,9 @@ def _material_scan(ctx: Context, capture: MaterialScanCapture, raw: dict[str, An
         raise Conflict(f"material {capture.material} of the control recipe is not registered under Materials; "
                        "a materials manager registers it before this step can consume it")
     needed = required_amount(ctx.doc, ctx.phase, capture)
+    if raw.get("quantity") in (None, "") and needed is None and not any(
+            req.material == capture.material and req.quantity is not None for req in ctx.phase.materials):
+        return _identity_scan(ctx, capture, lot, expected)
     default_unit = needed[0].unit if needed else lot.unit
     quantity = parse_decimal(raw.get("quantity"), f"{capture.label} quantity")
     if quantity <= 0:
@@ -447,18 +455,15 @@ def _material_scan(ctx: Context, capture: MaterialScanCapture, raw: dict[str, An
     for reason in usability.reasons:
         if reason.code == "insufficient_quantity":
             raise Conflict(f"{reason.message}: scan another lot, or split the quantity over two lots")
-        exception = "identity_mismatch" if reason.code == "wrong_material" else "material_not_usable"
-        block = Block(reason.code, reason.message, exception)
-        (verdict.hard_blocks if reason.code in HARD_LOT_REASONS else verdict.soft_blocks).append(block)
     if needed is not None:
         amount, tolerance = needed
         if _is_count(unit) != _is_count(amount.unit):
-            raise ValidationError(f"{capture.label}: {unit!r} does not match the required {amount.unit}; "
+            raise IncompatibleUnit(f"{capture.label}: {unit!r} does not match the required {amount.unit}; "
                                   f"give the quantity in {amount.unit}")
         try:
             check = check_quantity(float(quantity), amount.unit if _is_count(unit) else unit, amount, tolerance)
         except IncompatibleUnitsError as exc:
-            raise ValidationError(f"{capture.label}: {exc}; give the quantity in {amount.unit}") from exc
+            raise IncompatibleUnit(f"{capture.label}: {exc}; give the quantity in {amount.unit}") from exc
         verdict.details["required"] = {"value": amount.value, "unit": amount.unit, "tolerance_pct": tolerance}
         verdict.details["quantity_check"] = {"state": check.state, "message": check.message}
         if check.state == "red":
@@ -470,11 +475,38 @@ def _material_scan(ctx: Context, capture: MaterialScanCapture, raw: dict[str, An
                                              "required": verdict.details["required"]}))
         else:
             verdict.message = f"lot {lot.lot_number}: {check.message}"
+    _lot_blocks(verdict, usability)
+    verdict.consumption = Consumption(lot_id=lot.id, lot_number=lot.lot_number, material_id=expected.id,
+                                      quantity=in_lot_unit, unit=lot.unit)
+    return verdict
+
+
+def _lot_blocks(verdict: Verdict, usability: Any) -> None:
+    """Sort the lot gate's reasons into hard blocks (override) and soft ones (comment); refuse a short lot."""
+    for reason in usability.reasons:
+        if reason.code == "insufficient_quantity":
+            raise Conflict(f"{reason.message}: scan another lot, or split the quantity over two lots")
+        exception = "identity_mismatch" if reason.code == "wrong_material" else "material_not_usable"
+        block = Block(reason.code, reason.message, exception)
+        (verdict.hard_blocks if reason.code in HARD_LOT_REASONS else verdict.soft_blocks).append(block)
     if verdict.hard_blocks or verdict.soft_blocks:
         verdict.state = "blocked"
         verdict.message = "; ".join(b.message for b in verdict.hard_blocks + verdict.soft_blocks)
-    verdict.consumption = Consumption(lot_id=lot.id, lot_number=lot.lot_number, material_id=expected.id,
-                                      quantity=in_lot_unit, unit=lot.unit)
+
+
+def _identity_scan(ctx: Context, capture: MaterialScanCapture, lot: Lot, expected: Material) -> Verdict:
+    """A scan that checks a lot's identity only: the control recipe requires no amount and none was given.
+
+    The recipe model allows such captures (a buffer bag connected to a device, a reagent lot confirmed); the lot
+    gate runs as for any scan, and no movement is posted because there is no quantity to post.
+    """
+    stored = {"lot_id": lot.id, "lot_number": lot.lot_number, "material": capture.material, "quantity": None,
+              "unit": None, "quantity_in_lot_unit": None, "lot_unit": lot.unit}
+    verdict = Verdict(capture.key, "material_scan", "green", f"lot {lot.lot_number} is usable", stored,
+                      f"lot {lot.lot_number} (identity checked)")
+    usability = lot_usable(lot, expected, Decimal("0.000001"), ctx.at)
+    verdict.details["lot_gate"] = [{"code": r.code, "message": r.message} for r in usability.reasons]
+    _lot_blocks(verdict, usability)
     return verdict
 
 

@@ -85,8 +85,9 @@ def create_demo_people(tenant: TenantRef, *, domain: str, password: str | None =
 
 
 @contextmanager
-def acting(session: Session, person: DemoPerson) -> Iterator[None]:
-    """Attribute what the services do inside the block to `person` (audit events, signatures)."""
+def acting(session: Session, person: Any) -> Iterator[None]:
+    """Attribute what the services do inside the block to `person` (anyone with an `.actor`: audit events,
+    signatures)."""
     previous = session.info.get("actor")
     session.info["actor"] = person.actor
     try:

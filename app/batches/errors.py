@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.core.errors import Conflict
+from app.core.errors import Conflict, ValidationError
+from app.esign.errors import SignerNotPermitted
 
 
 class EntryNeedsDecision(Conflict):
@@ -31,3 +32,25 @@ class OverrideRequired(EntryNeedsDecision):
     """A hard block (wrong material, unusable lot, equipment not ready, identity mismatch, out of order)."""
 
     needs = "override"
+
+
+class StepRefused(Conflict):
+    """A step action the engine refuses as the batch stands; nothing was recorded.
+
+    `code` names the refusal in the recipe scenario vocabulary (`app.recipes.scenarios`: out_of_order,
+    skip_not_allowed, already_completed, missing_required_capture, missing_signature), so the validation-pack
+    replay reads what the engine refused without parsing sentences; `captures` are the capture keys concerned.
+    """
+
+    def __init__(self, message: str, *, code: str, captures: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.captures = captures
+
+
+class IncompatibleUnit(ValidationError):
+    """A value's unit measures something else than the limit's or requirement's unit (422; nothing recorded)."""
+
+
+class SecondPersonRequired(SignerNotPermitted):
+    """An independent signature (verified...) given by someone who performed, recorded or signed the step."""

@@ -22,7 +22,12 @@ from app import esign
 from app.audit.services import current_actor, record, record_many
 from app.batches import checks
 from app.batches.checks import Context, Finding, Verdict
-from app.batches.errors import AcknowledgementRequired, OverrideRequired
+from app.batches.errors import (
+    AcknowledgementRequired,
+    OverrideRequired,
+    SecondPersonRequired,
+    StepRefused,
+)
 from app.batches.models import (
     EXECUTABLE_STATUSES,
     Batch,
@@ -56,6 +61,10 @@ from app.materials import services as materials
 from app.plant.models import Equipment
 from app.recipes.document import AttachmentCapture, CheckboxCapture, Phase, RecipeDocument, effective_dependencies
 
+#: `session.info` key of the simulated clock the validation-pack replay (`app.batches.scenario_replay`) sets so a
+#: scenario's time offsets reach the engine; nothing else sets it, so every other unit of work runs on the
+#: database server's clock.
+REPLAY_CLOCK = "batches.replay_clock"
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 #: Who may sign each meaning a recipe step can require.
@@ -65,13 +74,20 @@ MEANING_PERMISSION = {"performed": "batches.execute", "verified": "batches.verif
 
 @dataclass(frozen=True)
 class OverrideRequest:
-    """A supervisor's override, given on the operator's tablet: their user ID, password and reason."""
+    """A supervisor's override, given on the operator's tablet: their user ID, password and reason.
+
+    A supervisor whose account signs in through SSO gives `sso_proof` (a fresh login at the identity provider)
+    instead of the password; the proof is bound to the override's id, reserved before the detour to the provider
+    (`reserve_override`), and to its content (`override_content_for`).
+    """
 
     email: str
     password: str
     reason: str
     request_id: str | None = None
     client_addr: str | None = None
+    sso_proof: Any = None
+    override_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,7 @@ def _load(session: Session, *, batch_id: int, step_id: int, lock: bool = True) -
     if row is None:
         raise NotFound(f"batch {batch_id} has no step {step_id}")
     step, batch, control, settings, now = row
+    now = session.info.get(REPLAY_CLOCK) or now
     doc = control_document(control)
     return StepContext(batch=batch, step=step, control=control, doc=doc, phase=doc.phase_map()[step.phase_key],
                        now=now, settings=settings)
@@ -214,12 +231,13 @@ def _override(session: Session, ctx: StepContext, request: OverrideRequest | Non
     if "batches.override" not in supervisor.permissions:
         raise SignerNotPermitted(f"{supervisor.email} may not override (a supervisor with the batches.override "
                                  "permission must sign)")
-    override_id = session.execute(text("SELECT nextval(pg_get_serial_sequence('batch_overrides', 'id'))")).scalar_one()
+    override_id = request.override_id if request.sso_proof is not None and request.override_id else \
+        reserve_override(session)
     content = {"batch_number": ctx.batch.batch_number, "step_execution_id": ctx.step.id, "kind": kind,
                "capture_key": capture_key, "blocked_by": blocked_by, "reason": reason}
     signature = sign_as(session, supervisor, record_type=OVERRIDE_RECORD, record_id=override_id, content=content,
                         meaning="approved", password=request.password, reason=reason, identification=request.email,
-                        identification_required=identification_required)
+                        identification_required=identification_required, sso_proof=request.sso_proof)
     override = BatchOverride(id=override_id, batch_id=ctx.batch.id, step_execution_id=ctx.step.id, kind=kind,
                              capture_key=capture_key, blocked_by=blocked_by, reason=reason,
                              supervisor_member_id=supervisor.actor.member_id, supervisor_label=supervisor.actor.label,
@@ -229,6 +247,26 @@ def _override(session: Session, ctx: StepContext, request: OverrideRequest | Non
     record(session, action="create", record_type=OVERRIDE_RECORD, record_id=override.id,
            new={**content, "signature_id": signature.id, "supervisor": supervisor.actor.label})
     return override
+
+
+def reserve_override(session: Session) -> int:
+    """Take the id of an override about to be signed (an SSO re-authentication is bound to it beforehand)."""
+    return int(session.execute(text("SELECT nextval(pg_get_serial_sequence('batch_overrides', 'id'))")).scalar_one())
+
+
+def start_override_content(session: Session, *, batch_id: int, step_id: int, reason: str) -> dict[str, Any]:
+    """What a supervisor's override to start a step out of order will sign, computed before the SSO detour.
+
+    The same content `start_step` signs when the step still waits for the same predecessors; if anything changed
+    meanwhile, the proof no longer matches and the signature is refused (the supervisor re-authenticates again).
+    """
+    ctx = _load(session, batch_id=batch_id, step_id=step_id, lock=False)
+    waiting = predecessors_waiting(ctx.doc, _steps(session, ctx.batch.id), ctx.step.phase_key)
+    blocked = [{"code": "out_of_order", "message": f"{w.phase_name} is {w.status.replace('_', ' ')}"}
+               for w in waiting]
+    return {"batch_number": ctx.batch.batch_number, "step_execution_id": ctx.step.id, "kind": "out_of_order",
+            "capture_key": None, "blocked_by": blocked, "reason": clean_text(reason, "override reason",
+                                                                             max_len=2000)}
 
 
 def override_content(override: BatchOverride, batch_number: str) -> dict[str, Any]:
@@ -259,7 +297,7 @@ def start_step(session: Session, *, batch_id: int, step_id: int,
     if step.status == "in_progress":
         return step  # a retried "start" changes nothing
     if step.status in ("completed", "skipped"):
-        raise Conflict(f"step {step.phase_name} is already {step.status}")
+        raise StepRefused(f"step {step.phase_name} is already {step.status}", code="already_completed")
     _require_executable(batch)
     steps = _steps(session, batch.id)
     waiting = predecessors_waiting(ctx.doc, steps, step.phase_key)
@@ -377,7 +415,9 @@ def skip_step(session: Session, *, batch_id: int, step_id: int, reason: str) -> 
     step = ctx.step
     _require_executable(ctx.batch)
     if step.mandatory:
-        raise Conflict(f"step {step.phase_name} is mandatory and cannot be skipped")
+        raise StepRefused(f"step {step.phase_name} is mandatory and cannot be skipped", code="skip_not_allowed")
+    if step.status in ("completed", "skipped"):
+        raise StepRefused(f"step {step.phase_name} is already {step.status}", code="already_completed")
     if step.status != "pending":
         raise Conflict(f"step {step.phase_name} is {step.status.replace('_', ' ')}; only a step not started is "
                        "skipped")
@@ -653,7 +693,7 @@ def _post_consumption(session: Session, ctx: StepContext, verdict: Verdict, prev
     movements = []
     consumption = verdict.consumption
     old = previous.value if previous is not None and previous.capture_kind == "material_scan" else None
-    if old is not None:
+    if old is not None and old.get("quantity_in_lot_unit") is not None:
         old_qty = Decimal(str(old["quantity_in_lot_unit"]))
         same_lot = consumption is not None and consumption.lot_id == old["lot_id"]
         returned = old_qty - consumption.quantity if same_lot and consumption is not None else old_qty
@@ -726,6 +766,10 @@ def required_signature_gaps(session: Session, batch: Batch, step: StepExecution,
 
 def missing_captures(session: Session, step: StepExecution, phase: Phase) -> list[str]:
     """Labels of required captures with no value in force (an unticked required checkbox counts as missing)."""
+    return [capture.label for capture in _missing(session, step, phase)]
+
+
+def _missing(session: Session, step: StepExecution, phase: Phase) -> list[Any]:
     entries = current_entries(session, step.id)
     missing = []
     for capture in phase.captures:
@@ -733,14 +777,26 @@ def missing_captures(session: Session, step: StepExecution, phase: Phase) -> lis
             continue
         entry = entries.get(capture.key)
         if entry is None or (isinstance(capture, CheckboxCapture) and not entry.value.get("checked")):
-            missing.append(capture.label)
+            missing.append(capture)
     return missing
+
+
+def _refuse_incomplete(session: Session, step: StepExecution, phase: Phase, why: str) -> None:
+    """Refuse to sign or complete a step while a required capture has no value in force."""
+    missing = _missing(session, step, phase)
+    if missing:
+        raise StepRefused(why.format(step=step.phase_name, missing=", ".join(c.label for c in missing)),
+                          code="missing_required_capture", captures=tuple(c.key for c in missing))
 
 
 def sign_step(session: Session, *, batch_id: int, step_id: int, meaning: str, password: str, signer: Signer,
               reason: str | None = None, identification: str | None = None,
-              identification_required: bool = False) -> Any:
-    """Sign a step (performed / verified...): all required data must be in; a verifier is a second person."""
+              identification_required: bool = False, sso_proof: Any = None) -> Any:
+    """Sign a step (performed / verified...): all required data must be in; a verifier is a second person.
+
+    SSO accounts give `sso_proof` (a fresh login at their provider bound to this step, meaning and content)
+    instead of the password.
+    """
     ctx = _load(session, batch_id=batch_id, step_id=step_id)
     step, batch, phase = ctx.step, ctx.batch, ctx.phase
     _require_executable(batch)
@@ -750,9 +806,7 @@ def sign_step(session: Session, *, batch_id: int, step_id: int, meaning: str, pa
     if meaning not in required:
         wanted = ", ".join(required) or "no signature"
         raise ValidationError(f"step {step.phase_name} needs {wanted}, not {meaning!r}")
-    missing = missing_captures(session, step, phase)
-    if missing:
-        raise Conflict(f"a signature attests complete data: {', '.join(missing)} still missing in {step.phase_name}")
+    _refuse_incomplete(session, step, phase, "a signature attests complete data: {missing} still missing in {step}")
     needed = MEANING_PERMISSION.get(meaning, "batches.verify")
     if needed not in signer.permissions:
         raise SignerNotPermitted(f"{signer.actor.label} may not sign {meaning!r} ({needed} is needed)")
@@ -765,11 +819,12 @@ def sign_step(session: Session, *, batch_id: int, step_id: int, meaning: str, pa
         others = {s.signer_member_id for s in valid}
         authors = {e.member_id for e in current_entries(session, step.id).values()}
         if signer.actor.member_id in others | authors:
-            raise SignerNotPermitted(f"{meaning!r} needs a second person: {signer.actor.label} performed or recorded "
-                                     "this step; another person must sign")
+            raise SecondPersonRequired(f"{meaning!r} needs a second person: {signer.actor.label} performed or "
+                                       "recorded this step; another person must sign")
     signature = sign_as(session, signer, record_type=STEP_RECORD, record_id=step.id,
                         content=signed_content(session, batch, step), meaning=meaning, password=password,
-                        reason=reason, identification=identification, identification_required=identification_required)
+                        reason=reason, identification=identification, identification_required=identification_required,
+                        sso_proof=sso_proof)
     add_event(session, batch, "step_signed", step_id=step.id, actor=signer.actor,
               details={"meaning": meaning, "signature_id": signature.id, "signer": signer.actor.label})
     session.flush()
@@ -785,14 +840,13 @@ def complete_step(session: Session, *, batch_id: int, step_id: int) -> StepExecu
     _require_executable(batch)
     if step.status != "in_progress":
         raise Conflict(f"step {step.phase_name} is {step.status.replace('_', ' ')}; start it first")
-    missing = missing_captures(session, step, phase)
-    if missing:
-        raise Conflict(f"step {step.phase_name} cannot be completed: {', '.join(missing)} missing")
+    _refuse_incomplete(session, step, phase, "step {step} cannot be completed: {missing} missing")
     unsigned = required_signature_gaps(session, batch, step, phase)
     if unsigned:
-        raise Conflict(f"step {step.phase_name} cannot be completed: it still needs "
-                       + ", ".join(f"a {m} signature" + (" (second person)" if any(
-                           r.meaning == m and r.independent for r in phase.signatures) else "") for m in unsigned))
+        raise StepRefused(f"step {step.phase_name} cannot be completed: it still needs "
+                          + ", ".join(f"a {m} signature" + (" (second person)" if any(
+                              r.meaning == m and r.independent for r in phase.signatures) else "") for m in unsigned),
+                          code="missing_signature")
     took = ctx.now - step.started_at if step.started_at else None
     timing = phase.timing
     member_id, label = current_actor(session).member_id, current_actor(session).label[:300]

@@ -10,7 +10,7 @@ from flask_login import current_user
 
 from app import esign
 from app.batches.execution import DeviceClock, OverrideRequest
-from app.batches.services import Signer, member_signer, signer_by_email
+from app.batches.services import OVERRIDE_RECORD, Signer, member_signer, signer_by_email
 from app.core.errors import ValidationError
 from app.core.web import request_actor
 
@@ -47,7 +47,17 @@ def override_from(values: dict[str, Any] | None) -> OverrideRequest | None:
 
 
 def form_override() -> OverrideRequest | None:
-    """A supervisor override from the posted form's override_email / override_password / override_reason."""
+    """A supervisor override from the posted form's override_email / override_password / override_reason, or from
+    the signed-in SSO supervisor's re-authentication proof (override_sso_proof, bound to a reserved override id)."""
+    token = (request.form.get("override_sso_proof") or "").strip()
+    if token:
+        sso = esign.sso_signing(record_type=OVERRIDE_RECORD)
+        actor = request_actor()
+        proof = esign.signing_credentials({"signature_sso_proof": token}).get("sso_proof")
+        return OverrideRequest(email=current_user.email, password="",
+                               reason=str(request.form.get("override_reason") or ""), request_id=actor.request_id,
+                               client_addr=actor.client_addr, sso_proof=proof,
+                               override_id=int(sso.record_id) if sso and sso.record_id else None)
     return override_from({"email": request.form.get("override_email"),
                           "password": request.form.get("override_password"),
                           "reason": request.form.get("override_reason")})

@@ -234,11 +234,13 @@ def member_signer(tenant: TenantRef, *, user_id: int, actor: Actor, email: str) 
 
 def sign_as(session: Session, signer: Signer, *, record_type: str, record_id: Any, content: dict[str, Any],
             meaning: str, password: str, reason: str | None, identification: str | None,
-            identification_required: bool) -> Any:
-    """Sign through the e-signature area on behalf of `signer` (password re-entered every time)."""
+            identification_required: bool, sso_proof: Any = None) -> Any:
+    """Sign through the e-signature area on behalf of `signer`: password re-entered every time, or for an SSO
+    account a single-use proof of a fresh login at its identity provider bound to this record and content."""
     return esign.sign(session, record_type=record_type, record_id=record_id, content=content, meaning=meaning,
                       password=password, actor=signer.actor, user_id=signer.user_id, reason=reason,
-                      identification=identification, identification_required=identification_required)
+                      identification=identification, identification_required=identification_required,
+                      sso_proof=sso_proof)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -587,13 +589,20 @@ def abort_batch(session: Session, *, batch_id: int, reason: str) -> Batch:
     batch = lock_batch(session, batch_id)
     if batch.status not in ("planned", "dispatched", "in_progress", "paused", "on_hold"):
         raise Conflict(f"batch {batch.batch_number} is {batch.status}; it cannot be aborted")
-    open_steps = list(session.scalars(select(StepExecution.phase_key).where(
+    open_steps = list(session.scalars(select(StepExecution).where(
         StepExecution.batch_id == batch.id, StepExecution.status.in_(("pending", "in_progress")),
-        StepExecution.mandatory.is_(True))))
+        StepExecution.mandatory.is_(True)).order_by(StepExecution.seq)))
     _transition(session, batch, "aborted", reason=reason, kind="aborted")
     raise_exception(session, batch=batch, finding=finding(
         "batch_aborted", f"batch {batch.batch_number} was aborted: {reason}",
-        {"reason": reason, "mandatory_steps_not_completed": open_steps}), dedupe_key="aborted")
+        {"reason": reason, "mandatory_steps_not_completed": [s.phase_key for s in open_steps]}),
+        dedupe_key="aborted")
+    # Review by exception sees each mandatory step the batch ended without (the scenario vocabulary's
+    # missing_mandatory_step), not only the list inside the abort.
+    for step in open_steps:
+        raise_exception(session, batch=batch, step_id=step.id, dedupe_key=f"missing:{step.id}", finding=finding(
+            "missing_mandatory_step", f"batch {batch.batch_number} ended without mandatory step {step.phase_name}",
+            {"status": step.status, "reason": reason}))
     _release_equipment(session, batch)
     return batch
 

@@ -73,6 +73,13 @@ def _back_to_step(batch_id: int, step_id: int, anchor: str = "") -> Any:
     return redirect(url_for("batches.step", batch_id=batch_id, step_id=step_id) + anchor, 303)
 
 
+def _step_of(session: Any, batch_id: int, step_id: int) -> StepExecution:
+    step = session.get(StepExecution, step_id)
+    if step is None or step.batch_id != batch_id:
+        raise NotFound(f"batch {batch_id} has no step {step_id}")
+    return step
+
+
 def _act(fn: Any, done: Any, fail: Any) -> Any:
     """Run a service; on a refusal say why in words and go back (nothing was stored)."""
     try:
@@ -369,18 +376,39 @@ def step(batch_id: int, step_id: int) -> Any:
         tiles = sensor_tiles(session, equipment_id=st.equipment_id) if st.equipment_id else []
         return render_template("batches/step.html", v=view, b=b, st=st, statuses=BATCH_STATUSES,
                                step_statuses=STEP_STATUSES, require_user_id=esign.identification_required(),
-                               sensor_tiles=tiles)
+                               sensor_tiles=tiles,
+                               sso=esign.sso_signing(record_type=services.STEP_RECORD, record_id=st.id),
+                               sso_override=esign.sso_signing(record_type=services.OVERRIDE_RECORD))
 
 
 @bp.post("/batches/<int:batch_id>/steps/<int:step_id>/start")
 @requires("batches.execute")
 def start(batch_id: int, step_id: int) -> Any:
     """Start the step (an override lets a supervisor start it out of order or on equipment not ready)."""
+    if esign.wants_sso_reauth(request.form):
+        return _start_override_reauth(batch_id, step_id)
+
     def run_() -> Any:
         with _tx() as session:
             return execution.start_step(session, batch_id=batch_id, step_id=step_id, override=form_override())
     return _act(run_, lambda _r: _back_to_step(batch_id, step_id),
                 lambda e: _back_to_step(batch_id, step_id, "#override" if isinstance(e, EntryNeedsDecision) else ""))
+
+
+def _start_override_reauth(batch_id: int, step_id: int) -> Any:
+    """A signed-in SSO supervisor re-authenticates at the provider before signing an out-of-order start."""
+    reason = request.form.get("override_reason") or ""
+    try:
+        with _tx() as session:
+            content = execution.start_override_content(session, batch_id=batch_id, step_id=step_id, reason=reason)
+            override_id = execution.reserve_override(session)
+        return esign.start_sso_reauth(
+            record_type=services.OVERRIDE_RECORD, record_id=override_id, meaning="approved", content=content,
+            return_to=url_for("batches.step", batch_id=batch_id, step_id=step_id, _anchor="override"),
+            keep={"override_reason": content["reason"]})
+    except BatchlineError as exc:
+        flash(str(exc), "error")
+        return _back_to_step(batch_id, step_id, "#override")
 
 
 @bp.post("/batches/<int:batch_id>/steps/<int:step_id>/entries")
@@ -428,14 +456,35 @@ def correct(batch_id: int, entry_id: int) -> Any:
 @bp.post("/batches/<int:batch_id>/steps/<int:step_id>/sign")
 @requires("batches.execute")
 def sign(batch_id: int, step_id: int) -> Any:
-    """Sign the step: performed by the operator, verified by a second person (on this tablet or their own)."""
+    """Sign the step: performed by the operator, verified by a second person (on this tablet or their own).
+
+    A signed-in member whose account signs through SSO first re-authenticates at the provider ("Re-authenticate"
+    button); back on the step, the form carries the single-use proof bound to this step, meaning and content.
+    """
+    if esign.wants_sso_reauth(request.form):
+        def reauth() -> Any:
+            with _tx() as session:
+                content = execution.signed_content(session, services.get_batch(session, batch_id),
+                                                   _step_of(session, batch_id, step_id))
+            return esign.start_sso_reauth(
+                record_type=services.STEP_RECORD, record_id=step_id, meaning=request.form.get("meaning", ""),
+                content=content, return_to=url_for("batches.step", batch_id=batch_id, step_id=step_id,
+                                                   _anchor="signatures"),
+                keep={"reason": request.form.get("reason") or ""})
+        return _act(reauth, lambda r: r, lambda _e: _back_to_step(batch_id, step_id, "#signatures"))
+
     def run_() -> Any:
-        signer, ident = signer_for(request.form.get("signature_user_id") or request.form.get("signer_email"))
+        proof = esign.signing_credentials(request.form).get("sso_proof")
+        if proof is not None:  # the signed-in SSO member signs as themselves with the proof
+            signer, ident = signer_for(None)
+            ident = {"identification": None, "identification_required": False}
+        else:
+            signer, ident = signer_for(request.form.get("signature_user_id") or request.form.get("signer_email"))
         with _tx() as session:
             signature = execution.sign_step(session, batch_id=batch_id, step_id=step_id,
                                             meaning=request.form.get("meaning", ""),
                                             password=request.form.get("signature_password") or "", signer=signer,
-                                            reason=request.form.get("reason") or None, **ident)
+                                            reason=request.form.get("reason") or None, sso_proof=proof, **ident)
             text_ = esign.manifestation_text(signature)
         if signer.actor.member_id == g.member_id:
             esign.note_signature_made()

@@ -150,19 +150,26 @@ def evidence_hash(environment_data: dict[str, Any], results: dict[str, Any]) -> 
     return hashlib.sha256(canonical_json({"environment": environment_data, "results": results})).hexdigest()
 
 
-def run_validation(session: Session, *, tenant: TenantRef) -> ValidationRun:
+def run_validation(session: Session, *, tenant: TenantRef,
+                   engine_replay: list[dict[str, Any]] | None = None) -> ValidationRun:
     """Run the validation on this instance for one tenant and store it (with its audit event).
 
     Running needs the plan's `validation_report`; runs already stored stay readable on every plan.
+    `engine_replay` holds the same scenarios replayed through the batch engine in this tenant
+    (`app.batches.scenario_replay.replay_for_report`, run beforehand because it commits real batches); when
+    given, it is part of the results, the counts and the evidence hash.
     """
     require_feature(session, tenant_id=tenant.id, feature="validation_report")
     index = {e["id"]: e for e in read_index(TEMPLATES_DIR)["templates"]}
     env = environment(session, tenant)
     templates = [_template_result(session, t, index.get(t.id, {})) for t in services.library_templates()]
     adaptations = _adaptation_results(session)
-    results = {"templates": templates, "adaptations": adaptations}
+    results: dict[str, Any] = {"templates": templates, "adaptations": adaptations}
+    if engine_replay is not None:
+        results["engine_replay"] = engine_replay
     scenario_rows = [s for t in templates for s in t["scenarios"]] + \
-        [s for a in adaptations for s in a["scenarios"] if s["status"] != "not_applicable"]
+        [s for a in adaptations for s in a["scenarios"] if s["status"] != "not_applicable"] + \
+        [s for e in engine_replay or [] for s in e["scenarios"]]
     passed = sum(1 for s in scenario_rows if s["status"] == "passed")
     actor = current_actor(session)
     digest = evidence_hash(env, results)
@@ -186,7 +193,8 @@ def run_passed(run: ValidationRun) -> bool:
     """Whether every check and scenario of a run passed."""
     templates_ok = all(t["passed"] for t in run.results.get("templates", []))
     adaptations_ok = all(a["passed"] for a in run.results.get("adaptations", []))
-    return templates_ok and adaptations_ok and run.scenarios_passed == run.scenarios_run
+    engine_ok = all(e["passed"] for e in run.results.get("engine_replay", []))
+    return templates_ok and adaptations_ok and engine_ok and run.scenarios_passed == run.scenarios_run
 
 
 def render_html(run: ValidationRun, *, tenant: TenantRef, standalone: bool = True) -> str:

@@ -5,6 +5,9 @@
 // back-off and whenever the browser comes back online. The server records an entry once per key, so a retry of
 // something that did arrive records nothing new. The banner says plainly whether everything is saved.
 // Queued entries belong to the person who made them: after a user switch they are not sent by the next person.
+// Files (attachment captures) cannot be kept in localStorage: one that fails to upload is held in this page with
+// its idempotency key and retried the same way; the banner counts it, and leaving the page while it is unsent
+// asks first (closing the page would lose it).
 // Without JavaScript the same forms post to the HTML routes and work the same way.
 (function () {
   "use strict";
@@ -15,6 +18,8 @@
   var banner = document.getElementById("save-state");
   var retryDelay = 2000;
   var retryTimer = null;
+  // Attachments not yet saved: {key, url, fd, form, sending}, held in this page only.
+  var files = [];
 
   function load() {
     try { return JSON.parse(localStorage.getItem(QUEUE_KEY) || "[]"); } catch (e) { return []; }
@@ -32,7 +37,7 @@
   }
   function showBanner(failedText) {
     var queue = load();
-    var own = mine(queue).length;
+    var own = mine(queue).length + files.length;
     var others = queue.length - own;
     banner.classList.remove("saved", "pending", "failed");
     if (failedText) {
@@ -42,6 +47,10 @@
       banner.classList.add("pending");
       banner.textContent = own + (own === 1 ? " entry is" : " entries are") +
         " NOT SAVED yet — kept on this tablet and retried automatically";
+      if (files.length) {
+        banner.textContent += " · " + files.length + (files.length === 1 ? " file is" : " files are") +
+          " held in this page: keep it open until saved";
+      }
     } else {
       banner.classList.add("saved");
       banner.textContent = "All entries saved";
@@ -216,27 +225,73 @@
     });
   }
 
-  function sendFile(form, fd, isCorrection, now) {
+  // The fields the API takes for a file entry (the form also carries fields only the HTML route reads).
+  var FILE_FIELDS = ["capture", "acknowledgement", "reason", "action", "file", "override_email", "override_password",
+    "override_reason"];
+
+  function sendFile(form, all, isCorrection, now) {
+    var fd = new FormData();
+    FILE_FIELDS.forEach(function (name) {
+      if (!all.has(name) || all.get(name) === "") { return; }
+      if (isCorrection && name === "capture") { return; }
+      if (!isCorrection && (name === "reason" || name === "action")) { return; }
+      fd.set(name, all.get(name));
+    });
     fd.set("idempotency_key", newKey());
     fd.set("control_recipe_hash", d.controlHash);
     fd.set("device_time", now);
-    fd.set("device_sent_at", new Date().toISOString());
-    fd.delete("csrf_token");
     var url = isCorrection ? d.correctUrl.replace("/entries/0/", "/entries/" + form.dataset.entryId + "/")
       : d.entryUrl;
+    // An override's password is never held for a retry: such an upload is sent once.
+    var item = {key: fd.get("idempotency_key"), url: url, fd: fd, form: form, sending: false,
+      once: fd.has("override_email")};
+    if (!item.once) { files.push(item); }
+    form.querySelector('button[type="submit"]').disabled = true;
     say(form, "pending", "Uploading…");
-    fetch(url, {method: "POST", credentials: "same-origin", headers: {"X-CSRFToken": d.csrf, "Accept": "application/json"},
-      body: fd}).then(function (resp) {
+    showBanner();
+    sendFileItem(item);
+  }
+
+  function forgetFile(item) {
+    files = files.filter(function (f) { return f !== item; });
+    showBanner();
+  }
+
+  // The same key on every attempt: an upload whose response was lost is recognised by the server, not recorded
+  // again.
+  function sendFileItem(item) {
+    if (item.sending) { return; }
+    item.sending = true;
+    var form = item.form;
+    item.fd.set("device_sent_at", new Date().toISOString());
+    fetch(item.url, {method: "POST", credentials: "same-origin",
+      headers: {"X-CSRFToken": d.csrf, "Accept": "application/json"}, body: item.fd}).then(function (resp) {
+      var type = resp.headers.get("Content-Type") || "";
+      if (type.indexOf("json") < 0) { throw new Error("not json"); }
       return resp.json().then(function (data) { return {status: resp.status, data: data}; });
     }).then(function (r) {
+      item.sending = false;
       if (r.status === 200 || r.status === 201) {
-        say(form, "saved", "Saved ✓ " + r.data.display);
+        forgetFile(item);
+        retryDelay = 2000;
+        say(form, "saved", "Saved ✓ " + r.data.display + (r.data.replayed ? " (already recorded)" : ""));
+        form.classList.add("saved");
         refreshWhenIdle();
-      } else {
-        say(form, "failed", "NOT SAVED: " + (r.data.detail || r.data.title));
+        return;
       }
+      if (r.status === 401 || r.status >= 500) { throw new Error("retry"); }
+      forgetFile(item);
+      form.querySelector('button[type="submit"]').disabled = false;
+      say(form, "failed", "NOT SAVED: " + (r.data.detail || r.data.title || ("refused (" + r.status + ")")));
     }).catch(function () {
-      say(form, "failed", "NOT SAVED: the upload failed; files are not kept offline, press Save again");
+      item.sending = false;
+      if (item.once) {
+        say(form, "failed", "NOT SAVED: the connection failed; press Save again when the tablet is online");
+        form.querySelector('button[type="submit"]').disabled = false;
+        return;
+      }
+      say(form, "pending", "NOT SAVED YET — the file is kept in this page and retried; keep the page open");
+      scheduleRetry();
     });
   }
 
@@ -252,12 +307,13 @@
 
   function flush() {
     mine(load()).forEach(function (item) { send(item, true); });
+    files.forEach(sendFileItem);
   }
 
   // Reload to show the recorded values (and what the step now waits for) once nothing typed would be lost.
   function refreshWhenIdle() {
     showBanner();
-    if (mine(load()).length) { return; }
+    if (mine(load()).length || files.length) { return; }
     var typing = Array.prototype.some.call(document.querySelectorAll("form.entry-form:not(.saved)"), function (f) {
       return Array.prototype.some.call(f.querySelectorAll("input[type=text], textarea"), function (i) {
         return i.value && i.value !== i.defaultValue;
@@ -267,6 +323,11 @@
   }
 
   window.addEventListener("online", function () { retryDelay = 2000; flush(); });
+  window.addEventListener("beforeunload", function (event) {
+    if (!files.length) { return; }
+    event.preventDefault();
+    event.returnValue = "";  // a file not yet saved lives only in this page
+  });
   showBanner();
   mine(load()).forEach(function (item) {
     var form = formFor(item);

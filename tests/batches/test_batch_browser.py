@@ -13,7 +13,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from app.batches.models import StepEntry
+from app.batches.models import BatchAttachment, StepEntry
+from tests.batches.conftest import short_recipe
 from tests.conftest import TEST_PASSWORD
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -185,3 +186,52 @@ def test_a_shared_tablet_runs_a_short_recipe_end_to_end(live_server, tablet, mak
     page.goto(f"{base}/batches/{batch_id}/record")
     expect(page.locator(".ebr")).to_contain_text("topped up and re-weighed")
     expect(page.locator(".ebr")).to_contain_text(f"Verified by {floor.operator2.name}")
+
+
+def test_an_attachment_that_fails_to_upload_is_kept_in_the_page_and_saved_once(live_server, tablet,
+                                                                               make_floor) -> None:
+    page, context = tablet
+    document = short_recipe()
+    clearance = document["procedure"]["unit_procedures"][0]["operations"][0]["phases"][0]
+    clearance["captures"].append({"kind": "attachment", "key": "checklist", "label": "Clearance checklist",
+                                  "accept": ["application/pdf"]})
+    floor = make_floor(document)
+    batch_id = floor.new_batch()
+    floor.start(batch_id, "clearance")
+    step_id = floor.step(batch_id, "clearance").id
+    step_url = f"{live_server}/t/{floor.tenant.ref.slug}/batches/{batch_id}/steps/{step_id}"
+    page.goto(f"{live_server}/login")
+    page.fill("input[name=email]", floor.operator.email)
+    page.fill("input[name=password]", TEST_PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(step_url)
+    checklist = _capture(page, "checklist")
+    pdf = b"%PDF-1.4\n% clearance checklist signed on paper\n"
+    checklist.locator("input[type=file]").set_input_files(
+        {"name": "checklist.pdf", "mimeType": "application/pdf", "buffer": pdf})
+
+    # First the Wi-Fi is gone: nothing reaches the server, the file waits in the page and the banner says so.
+    context.set_offline(True)
+    checklist.locator("form.entry-form button[type=submit]").click()
+    expect(checklist.locator(".sent-state")).to_contain_text("NOT SAVED YET")
+    expect(page.locator("#save-state")).to_contain_text("1 file is held in this page")
+    with floor.tx() as s:
+        assert s.scalars(select(StepEntry).where(StepEntry.batch_id == batch_id)).all() == []
+
+    # Back online, the retry reaches the server but its response is lost: the next retry (same key) is told the
+    # file is already recorded.
+    def lose_the_response(route) -> None:
+        route.fetch()
+        route.abort("connectionreset")
+
+    page.route("**/api/v1/batches/*/steps/*/entries", lose_the_response, times=1)
+    context.set_offline(False)
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    expect(checklist.locator(".entry.current")).to_contain_text("checklist.pdf", timeout=30_000)
+    expect(page.locator("#save-state")).to_have_text("All entries saved")
+
+    with floor.tx() as s:
+        entries = s.scalars(select(StepEntry).where(StepEntry.batch_id == batch_id)).all()
+        attachments = s.scalars(select(BatchAttachment).where(BatchAttachment.batch_id == batch_id)).all()
+    assert [e.capture_key for e in entries] == ["checklist"]  # recorded once despite three sends
+    assert len(attachments) == 1 and attachments[0].data == pdf and attachments[0].filename == "checklist.pdf"

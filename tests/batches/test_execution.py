@@ -20,7 +20,7 @@ from app.esign import SignatureRefused, SignerNotPermitted
 from app.esign.models import Signature
 from app.materials import services as materials
 from app.plant import services as plant
-from tests.batches.conftest import SHORT_RECIPE, key
+from tests.batches.conftest import SHORT_RECIPE, key, short_recipe
 
 
 def _entries(floor, batch_id) -> int:
@@ -297,6 +297,10 @@ def test_pause_hold_resume_and_abort_with_reasons(make_floor) -> None:
     batch = floor.batch(batch_id)
     assert (batch.status, batch.status_reason) == ("aborted", "medium lot recalled by supplier")
     assert ("batch_aborted", "critical", None) in floor.exceptions(batch_id)
+    # Review by exception sees each mandatory step the batch ended without (charge and sample; the bolus is optional).
+    missing = [(t, sev, step) for t, sev, step in floor.exceptions(batch_id) if t == "missing_mandatory_step"]
+    assert missing == [("missing_mandatory_step", "critical", "charge"),
+                       ("missing_mandatory_step", "critical", "sample")]
     with floor.tx() as s:
         assert s.execute(text("SELECT status FROM equipment WHERE id = :e"), {"e": floor.reactor_id}).scalar() == \
             "dirty"
@@ -388,3 +392,47 @@ def test_outputs_post_genealogy_and_yields_are_computed(make_floor) -> None:
                                                                             pytest.approx(100))
     culture = yields["unit_procedures"][0]
     assert culture["unit_procedure"] == "culture" and culture["percent"] == pytest.approx(100)
+
+
+def test_a_chain_of_identity_mismatch_is_recorded_with_a_comment_and_a_critical_exception(make_floor) -> None:
+    document = short_recipe()
+    sample = document["procedure"]["unit_procedures"][0]["operations"][0]["phases"][3]
+    sample["captures"].append({"kind": "text", "key": "patient", "label": "Patient ID", "identity": "patient_id"})
+    floor = make_floor(document)
+    batch_id = floor.plan("10", identity={"patient_id": "PT-0001"})
+    floor.dispatch(batch_id)
+    floor.do_clearance(batch_id)
+    floor.do_charge(batch_id)
+    floor.start(batch_id, "sample")
+    with pytest.raises(AcknowledgementRequired, match="does not match the batch's patient_id 'PT-0001'") as refused:
+        floor.enter(batch_id, "sample", "patient", {"value": "PT-0002"})
+    assert refused.value.check["needs_override"] is False  # the operator's comment records it, no override
+    assert floor.exceptions(batch_id) == []
+    result = floor.enter(batch_id, "sample", "patient", {"value": "PT-0002"},
+                         acknowledgement="label on the bag reads PT-0002; bag quarantined, QA called")
+    assert result.entry.check_state == "blocked" and result.entry.value == {"text": "PT-0002"}
+    assert ("identity_mismatch", "critical", "sample") in floor.exceptions(batch_id)
+
+
+def test_a_scan_that_checks_identity_only_needs_no_quantity(make_floor) -> None:
+    document = short_recipe()
+    sample = document["procedure"]["unit_procedures"][0]["operations"][0]["phases"][3]
+    sample["captures"].append({"kind": "material_scan", "key": "glucose_lot", "label": "Glucose lot confirmed",
+                               "material": "GLC-T"})
+    floor = make_floor(document)
+    batch_id = floor.new_batch()
+    floor.do_clearance(batch_id)
+    floor.do_charge(batch_id)
+    floor.start(batch_id, "sample")
+    before = floor.lot_balance(floor.lots["GLC-T"])
+    result = floor.enter(batch_id, "sample", "glucose_lot", {"code": f"LOT:{floor.lots['GLC-T']}"})
+    assert result.entry.display == f"lot {floor.lots['GLC-T']} (identity checked)"
+    assert result.entry.value["lot_number"] == floor.lots["GLC-T"] and result.entry.movement_ids == []
+    assert floor.lot_balance(floor.lots["GLC-T"]) == before
+    # The lot gate still runs: the wrong material is a hard block.
+    with pytest.raises(OverrideRequired):
+        floor.correct(batch_id, result.entry.id, {"code": f"LOT:{floor.lots['MED-T']}"}, "rescanned")
+    # Where the control recipe requires an amount, the quantity stays mandatory.
+    floor.start(batch_id, "bolus")
+    with pytest.raises(ValidationError, match="quantity"):
+        floor.enter(batch_id, "bolus", "glucose", {"code": f"LOT:{floor.lots['GLC-T']}"})
