@@ -87,6 +87,17 @@ def _secret_key(instance: Path) -> str:
     return path.read_text().strip()
 
 
+def _check_password_hash_profile(app: Flask) -> None:
+    """Refuse an unknown argon2 profile, and the fast one anywhere but the test suite."""
+    from app.accounts.passwords import DEFAULT_HASH_PROFILE, HASH_PROFILES
+
+    profile = app.config["PASSWORD_HASH_PROFILE"]
+    if profile not in HASH_PROFILES:
+        raise RuntimeError(f"PASSWORD_HASH_PROFILE {profile!r} is unknown; use {DEFAULT_HASH_PROFILE!r}")
+    if profile != DEFAULT_HASH_PROFILE and not app.config.get("TESTING"):
+        raise RuntimeError(f"PASSWORD_HASH_PROFILE {profile!r} is for the test suite only (TESTING is off)")
+
+
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then BATCHLINE_* environment, then `overrides`."""
     app = Flask(__name__, instance_path=str(REPO_ROOT / "instance"), instance_relative_config=False)
@@ -94,6 +105,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env("BATCHLINE")
     if overrides:
         app.config.update(overrides)
+    _check_password_hash_profile(app)
     instance = Path(app.instance_path)
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = embedded_postgres_url(instance / "pg")

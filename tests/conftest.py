@@ -67,6 +67,8 @@ def app(database_url: str, redis_url: str, mail_dir: Path) -> Iterator[Flask]:
     # Every test client signs in from 127.0.0.1: the per-address sign-in limit is raised here and tested on its own.
     app = create_app({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "TESTING": True,
                       "SECRET_KEY": "test-secret-key-not-for-production", "JOB_RETRY_INTERVALS": [0],
+                      # Cheap argon2 so thousands of signatures stay fast; the production profile is tested apart.
+                      "PASSWORD_HASH_PROFILE": "fast_for_tests",
                       "MAIL_BACKEND": "file", "MAIL_DIR": str(mail_dir),
                       "RATELIMIT_SIGNIN_PER_IP": "100000 per minute", "RATELIMIT_RESET": "100000 per hour"})
     db = app.extensions["batchline.db"]

