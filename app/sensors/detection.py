@@ -444,11 +444,23 @@ def cusum_arl(k: float, h: float, shift: float = 0.0) -> float:
     return float(1.0 / (1.0 / one_sided(shift - k) + 1.0 / one_sided(-shift - k)))
 
 
+#: What `design_ewma` / `design_cusum` return for the default detector (`design_detector(370)`), computed once
+#: and checked against them by the tests: their root finding solves dozens of Markov chains, a second or more
+#: on a loaded machine, and every forked RQ job process would otherwise pay it again.
+PRECOMPUTED_DESIGNS: dict[tuple[str, float, float], EwmaParams | CusumParams] = {
+    ("ewma", 740.0, 0.1): EwmaParams(lam=0.1, L=2.9555),
+    ("cusum", 740.0, 0.5): CusumParams(k=0.5, h=5.4509),
+}
+
+
 @functools.cache  # pure, and ~0.1 s of root finding: shift_detector calls it per window
 def design_ewma(arl0: float = 370.0, *, lam: float = 0.2) -> EwmaParams:
     """Return the EWMA limit width L giving the target in-control ARL for this lambda."""
     if arl0 <= 1.0:
         raise ValueError("arl0 must exceed 1 sample")
+    known = PRECOMPUTED_DESIGNS.get(("ewma", float(arl0), float(lam)))
+    if isinstance(known, EwmaParams):
+        return known
     width = optimize.brentq(lambda L: ewma_arl(lam, L) - arl0, 0.5, 6.0, xtol=1e-6)
     return EwmaParams(lam=lam, L=round(float(width), 4))
 
@@ -458,6 +470,9 @@ def design_cusum(arl0: float = 370.0, *, k: float = 0.5) -> CusumParams:
     """Return the CUSUM decision interval h giving the target in-control ARL for this k."""
     if arl0 <= 1.0:
         raise ValueError("arl0 must exceed 1 sample")
+    known = PRECOMPUTED_DESIGNS.get(("cusum", float(arl0), float(k)))
+    if isinstance(known, CusumParams):
+        return known
     interval = optimize.brentq(lambda h: cusum_arl(k, h) - arl0, 1e-3, 50.0, xtol=1e-6)
     return CusumParams(k=k, h=round(float(interval), 4))
 

@@ -22,12 +22,14 @@ from tests.support import recreate_database  # noqa: E402
 
 
 def bench_app(name: str) -> Flask:
-    """An app on a fresh database `batchline_bench_<name>` (BENCH_DATABASE_URL / TEST_DATABASE_URL server)."""
+    """An app on a fresh database `batchline_bench_<name>` (or BENCH_DATABASE), BENCH_/TEST_DATABASE_URL server."""
     base = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL") or embedded_postgres_url(
         REPO_ROOT / "instance" / "test-pg", database="postgres")
     from sqlalchemy.engine import make_url
 
-    url = recreate_database(make_url(base).set(database=f"batchline_bench_{name}").render_as_string(False))
+    # BENCH_DATABASE names the database outright, so sessions sharing one server do not recreate each other's.
+    database = os.environ.get("BENCH_DATABASE") or f"batchline_bench_{name}"
+    url = recreate_database(make_url(base).set(database=database).render_as_string(False))
     redis_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL") or embedded_redis_url(
         REPO_ROOT / "instance" / "test-redis")
     # The database is new, so its outbox ids start again at 1: jobs a previous run left in Redis under the same

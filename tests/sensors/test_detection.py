@@ -268,6 +268,17 @@ def test_design_reproduces_the_published_tables() -> None:
     assert d.design_cusum(1000.0).h > d.design_cusum(370.0).h
 
 
+def test_the_precomputed_default_design_is_what_the_design_functions_compute(monkeypatch) -> None:
+    table = dict(d.PRECOMPUTED_DESIGNS)
+    assert d.design_detector(370.0) == d.DetectorDesign(table["ewma", 740.0, 0.1], table["cusum", 740.0, 0.5], 370.0)
+    monkeypatch.setattr(d, "PRECOMPUTED_DESIGNS", {})  # compute them again, bypassing the table and the cache
+    for (kind, arl0, parameter), expected in table.items():
+        if kind == "ewma":
+            assert d.design_ewma.__wrapped__(arl0, lam=parameter) == expected
+        else:
+            assert d.design_cusum.__wrapped__(arl0, k=parameter) == expected
+
+
 def test_recommended_detector_keeps_its_arl0_and_catches_one_sigma_in_about_ten() -> None:
     design = d.design_detector(370.0)
     rng = np.random.default_rng(17)
