@@ -529,3 +529,27 @@ def test_extending_refuses_overlapping_windows_and_foreign_rules() -> None:
         d.extend_episodes(episode, alarm, np.arange(3), np.ones(3), rule="ewma", index_offset=2)
     with pytest.raises(ValueError, match="cannot extend"):
         d.extend_episodes(episode, alarm, np.arange(3), np.ones(3), rule="cusum", index_offset=3)
+
+
+def test_an_excursion_episode_ends_within_a_few_samples_of_the_return_to_target() -> None:
+    """The shift detector holds its statistics under ceilings, so a large excursion leaves no big sum to drain.
+
+    Without them the episode of a 3-sigma excursion of 200 samples outlasts it by 600+ samples, and a 1-sigma
+    one by ~90 (median); with them, by a few samples, and a sustained 1-sigma shift still stays one episode.
+    """
+    model_rng = np.random.default_rng(30)
+    model = d.fit_in_control(37.0 + 0.05 * lfilter([1.0], [1.0, -0.3], model_rng.standard_normal(5000)))
+    sigma = 0.05 / np.sqrt(1 - 0.3**2)  # of the readings
+    for size in (1.0, 3.0, 6.0):
+        late, split = [], 0
+        for seed in range(20):
+            rng = np.random.default_rng(seed)
+            values = 37.0 + 0.05 * lfilter([1.0], [1.0, -0.3], rng.standard_normal(1200))
+            values[400:600] += size * sigma  # 200 samples away from target, then back
+            alarm = d.shift_detector(values, model=model).alarm
+            episodes = d.find_episodes(alarm, np.arange(values.size), values, rule="shift", gap_tolerance=30)
+            excursion = [e for e in episodes if e.start_index < 600 and e.end_index >= 400]
+            split += len(excursion) != 1
+            late.append(excursion[-1].end_index - 599)  # samples the episode outlasts the excursion
+        assert np.median(late) <= 10, (size, late)
+        assert split <= (2 if size == 1.0 else 0), (size, split)
