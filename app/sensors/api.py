@@ -58,7 +58,7 @@ def post_ingest() -> Any:
         with tenant_transaction(principal.tenant) as session:
             accepted = services.accept_payload(session, body=body, kind=kind, source=_source(principal),
                                                max_bytes=limit)
-            doc = services.ingest_summary(accepted.ingest)
+            doc = services.ingest_summary(accepted.ingest, tenant_slug=principal.tenant.slug)
     except BatchlineError as exc:
         raise ApiError(exc.status_code, "Payload refused", str(exc)) from None
     doc["duplicate"] = accepted.duplicate
@@ -85,7 +85,7 @@ def get_ingest(principal: ApiPrincipal, *, ingest_id: int) -> IngestStatus:
         row = queries.ingest(session, ingest_id)
         if row is None:
             raise ApiError(404, "Not Found", f"no ingest {ingest_id} in this workspace")
-        return IngestStatus.model_validate(services.ingest_summary(row))
+        return IngestStatus.model_validate(services.ingest_summary(row, tenant_slug=principal.tenant.slug))
 
 
 @operation("GET", "/sensors/<int:sensor_id>/trend", summary="Downsampled trend of a sensor",

@@ -18,8 +18,10 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session, defer
 
 from app.audit.services import record
+from app.billing.services import meter_usage
 from app.core.errors import NotFound, ValidationError
 from app.core.jobs import enqueue
+from app.core.tenancy import control_session
 from app.plant.models import Sensor
 from app.sensors import detection
 from app.sensors.batch_link import RunningStep, running_steps
@@ -28,6 +30,8 @@ from app.sensors.multivariate import fit_pca_monitor
 from app.sensors.payloads import ParsedReadings, PayloadError, check_envelope, parse_readings
 
 COPY_COLUMNS = "sensor_id, ts, value, quality, ingest_id, batch_id, step_id"
+#: The plan entitlement stored readings count against (tenants/plans.json).
+READINGS_METRIC = "readings_per_month"
 log = logging.getLogger(__name__)
 
 
@@ -233,28 +237,52 @@ def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
                                       SensorIngest.received_at >= ingest.received_at - ORDER_WINDOW,
                                       SensorIngest.received_at <= ingest.received_at)
         .order_by(SensorIngest.id)).all()
+    processed = []
     for other in earlier:
         try:
             with session.begin_nested():
-                _process_one(session, other)
+                processed.append(_process_one(session, other)[0])
         except Exception:  # its own job retries it and reports why; it must not hold up this payload
             log.exception("earlier ingest %s failed while processing ingest %s", other, ingest_id)
-    return _process_one(session, ingest_id)
+    row, now_processed = _process_one(session, ingest_id)
+    # Last, so that nothing but this transaction's commit can fail once the usage is counted.
+    meter_readings(session, [*processed, row] if now_processed else processed)
+    return ingest_summary(row, tenant_slug=session.info["tenant"].slug)
 
 
-def _process_one(session: Session, ingest_id: int) -> dict[str, Any]:
-    """Process one queued payload (the caller holds its source's lock)."""
+def meter_readings(session: Session, ingests: list[SensorIngest]) -> None:
+    """Count the readings these ingests have just stored into the tenant's monthly usage; flag any over the plan.
+
+    Usage lives in the control plane, so it is counted in a control-plane transaction that commits just before
+    the caller's tenant transaction. An ingest is metered once: only while it is being processed (a processed
+    ingest is never processed again, and a job that fails before this point rolls back and is retried from
+    the start). Readings over the allowance are kept and flagged, never dropped.
+    """
+    due = [ingest for ingest in ingests if ingest.status == "processed"]
+    if not due:
+        return
+    tenant_id = session.info["tenant"].id
+    with control_session() as control:
+        for ingest in due:
+            result = meter_usage(control, tenant_id=tenant_id, metric=READINGS_METRIC,
+                                 amount=ingest.readings_stored or 0)
+            ingest.readings_over_allowance = result.over_allowance
+    session.flush()
+
+
+def _process_one(session: Session, ingest_id: int) -> tuple[SensorIngest, bool]:
+    """Process one queued payload (the caller holds its source's lock); return its row and whether it was queued."""
     ingest = session.execute(select(SensorIngest).where(SensorIngest.id == ingest_id).with_for_update()
                              .options(defer(SensorIngest.payload))  # loaded only if it is still to be parsed
                              .execution_options(populate_existing=True)).scalar_one()
     if ingest.status != "queued":
-        return ingest_summary(ingest)
+        return ingest, False
     try:
         parsed = parse_readings(ingest.payload, ingest.content_type)
     except PayloadError as exc:
         ingest.status, ingest.failure = "failed", str(exc)
         ingest.processed_at = session.scalar(select(func.now()))
-        return ingest_summary(ingest)
+        return ingest, True
     sensors = sensors_by_tag(session, set(parsed.tags))
     loaded = _loaded(session, parsed, sensors)
     stored, duplicates = copy_readings(session, loaded.copy_binary(ingest.id), len(loaded))
@@ -271,7 +299,7 @@ def _process_one(session: Session, ingest_id: int) -> dict[str, Any]:
         # Every stored reading was in this payload only when nothing was a duplicate: then the readings in
         # hand are exactly what is stored, and the analysis need not read them back.
         _analyse(session, ingest.id, loaded, fresh=duplicates == 0)
-    return ingest_summary(ingest)
+    return ingest, True
 
 
 def _analyse(session: Session, ingest_id: int, loaded: Loaded, *, fresh: bool) -> None:
@@ -312,7 +340,7 @@ def _loaded(session: Session, parsed: ParsedReadings, sensors: dict[str, Sensor]
     return Loaded(ids, stamps, parsed.values[keep], parsed.qualities[keep].astype(np.int16), batch_ids, step_ids)
 
 
-def ingest_summary(ingest: SensorIngest) -> dict[str, Any]:
+def ingest_summary(ingest: SensorIngest, *, tenant_slug: str = "") -> dict[str, Any]:
     """Return the status document of an ingest (what `GET /api/v1/ingest/<id>` answers)."""
     doc: dict[str, Any] = {"id": ingest.id, "status": ingest.status, "message_id": ingest.message_id,
                            "received_at": ingest.received_at.isoformat() if ingest.received_at else None,
@@ -322,6 +350,14 @@ def ingest_summary(ingest: SensorIngest) -> dict[str, Any]:
                    readings={"total": ingest.readings_total, "stored": ingest.readings_stored,
                              "duplicate": ingest.readings_duplicate, "rejected": ingest.readings_rejected},
                    error_counts=ingest.error_counts or {}, errors=ingest.errors or [])
+        if ingest.readings_over_allowance:
+            billing = f"/t/{tenant_slug}/billing" if tenant_slug else "the workspace's billing page"
+            doc["over_allowance"] = {
+                "readings": ingest.readings_over_allowance,
+                "detail": f"{ingest.readings_over_allowance} of the readings stored went beyond your plan's "
+                          f"monthly allowance of {READINGS_METRIC.replace('_', ' ')}; they are kept all the "
+                          f"same. Upgrade your plan at {billing}.",
+            }
     elif ingest.status == "failed":
         doc.update(processed_at=ingest.processed_at.isoformat() if ingest.processed_at else None,
                    failure=ingest.failure)
