@@ -237,10 +237,18 @@ def _episode_values(row: SensorEpisode) -> dict[str, Any]:
             "n_alarms": row.n_alarms, "batch_id": row.batch_id, "step_id": row.step_id, "spec": row.spec}
 
 
+#: Episode rows a pass wrote, with their state and rule and whether the pass opened them: inserted, audited
+#: and linked to their state together by `_record_episodes`.
+Pending = list[tuple[SensorAnalysisState | PcaState, str, SensorEpisode, bool]]
+
+
 def _save_episodes(session: Session, owner: tuple[int | None, int], state: SensorAnalysisState | PcaState,
                    result: detection.Detection, judged: slice, stamps: np.ndarray, values: np.ndarray,
-                   batch_ids: np.ndarray, step_ids: np.ndarray) -> tuple[int, int]:
-    """Extend the rule's open episode of (sensor id or None, equipment id) and insert new ones; return counts."""
+                   batch_ids: np.ndarray, step_ids: np.ndarray, pending: Pending) -> tuple[int, int]:
+    """Extend the rule's open episode of (sensor id or None, equipment id) and add new ones; return counts.
+
+    The rows go to `pending`; `_record_episodes` writes and audits them with the rest of the pass's.
+    """
     sensor_id, equipment_id = owner
     rule, offset = result.spec.rule, state.n_seen
     alarm, statistic = result.alarm[judged], result.statistic[judged]
@@ -285,31 +293,40 @@ def _save_episodes(session: Session, owner: tuple[int | None, int], state: Senso
                 step_id=int(step_ids[start]) if step_ids[start] >= 0 else None)
             session.add(row)
             rows.append((row, True))
+    state.open_episodes = open_episodes  # the rule's open episode, if any, is linked by _record_episodes
+    pending.extend((state, rule, row, opened_here) for row, opened_here in rows)
+    opened = sum(1 for _, new in rows if new)
+    return opened, sum(1 for row, _ in rows if not row.is_open)
+
+
+def _record_episodes(session: Session, pending: Pending) -> None:
+    """Insert a pass's new episodes in one batch, audit them in one statement, and link the open ones."""
+    if not pending:
+        return
     session.flush()  # one batched INSERT of the new episodes gives their ids
     entries: list[dict[str, Any]] = []
-    for row, opened_here in rows:
+    for state, rule, row, opened_here in pending:
         if opened_here:
             entries.append({"action": "create", "record_type": "sensor_episode", "record_id": row.id,
                             "new": _episode_values(row)})
         if row.is_open:
-            open_episodes[rule] = row.id
-        else:  # only open episodes are carried, so a closed one was closed by this window
+            state.open_episodes = {**state.open_episodes, rule: row.id}
+        else:  # only open episodes are carried, so a closed one was closed by this pass
             entries.append({"action": "close", "record_type": "sensor_episode", "record_id": row.id,
                             "new": {"end_ts": row.end_ts, "n_alarms": row.n_alarms, "peak_value": row.peak_value},
                             "reason": f"no {rule} alarm for {GAP_TOLERANCE} samples"})
     if entries:
         record_many(session, entries)  # one statement; the chain order is the order of `entries`
-    state.open_episodes = open_episodes
-    opened = sum(1 for _, new in rows if new)
-    return opened, sum(1 for row, _ in rows if not row.is_open)
+    pending.clear()
 
 
 def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None = None,
-                   state: SensorAnalysisState | None = None) -> dict[str, Any]:
+                   state: SensorAnalysisState | None = None, pending: Pending | None = None) -> dict[str, Any]:
     """Judge a sensor's new readings with the health and process rules and record episodes; return counts.
 
     `fresh`: readings of this sensor the caller has just stored and still holds (time order), so they are not
-    read back from the database. `state`: its analysis state, already locked by the caller.
+    read back from the database. `state`: its analysis state, already locked by the caller. `pending`: where
+    to leave episode rows for the caller to record with other sensors' (default: recorded here).
     """
     state = state or _states_for_update(session, [sensor.id])[sensor.id]
     late = 0
@@ -376,13 +393,16 @@ def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None =
 
     opened = closed = 0
     judged_stamps = stamps[judged]
+    mine: Pending = [] if pending is None else pending
     for found in detections:
         a, c = _save_episodes(session, (sensor.id, sensor.equipment_id), state, found, judged, judged_stamps,
-                              values[judged], batch_ids[judged], step_ids[judged])
+                              values[judged], batch_ids[judged], step_ids[judged], mine)
         opened, closed = opened + a, closed + c
     state.cursor_ts = _aware(stamps[n_back + n_judged - 1])
     state.n_seen = state.n_seen + n_judged
-    session.flush()
+    if pending is None:
+        _record_episodes(session, mine)
+        session.flush()
     return {"sensor_id": sensor.id, "analysed": n_judged, "opened": opened, "closed": closed, "late": late}
 
 
@@ -395,8 +415,12 @@ def analyse_sensors(session: Session, *, sensor_ids: list[int],
     sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
     fresh = fresh or {}
     states = _states_for_update(session, [sensor.id for sensor in sensors])
-    results = [analyse_sensor(session, sensor, fresh=fresh.get(sensor.id), state=states[sensor.id])
-               for sensor in sensors]
+    pending: Pending = []
+    with session.no_autoflush:  # the pass's writes go in a few batched statements at the end
+        results = [analyse_sensor(session, sensor, fresh=fresh.get(sensor.id), state=states[sensor.id],
+                                  pending=pending) for sensor in sensors]
+    _record_episodes(session, pending)
+    session.flush()
     for equipment_id in sorted({sensor.equipment_id for sensor in sensors}):
         results += analyse_equipment_pca(session, equipment_id)
     return results
@@ -453,14 +477,16 @@ def analyse_equipment_pca(session: Session, equipment_id: int) -> list[dict[str,
                   "confidence": monitor.confidence, "sensor_ids": list(model.sensor_ids)}
         opened = closed = 0
         window = slice(0, len(stamps))
+        pending: Pending = []
         for rule, alarm, statistic, limit in (("pca.t2", scores.t2_alarm, scores.t2, monitor.t2_limit),
                                               ("pca.spe", scores.spe_alarm, scores.spe, monitor.spe_limit)):
             spec = detection.RuleSpec(rule, "multivariate", {**params, "limit": limit},  # type: ignore[arg-type]
                                       model_version=monitor.model_version)
             found = detection.Detection(spec, alarm, statistic)
             a, c = _save_episodes(session, (None, equipment_id), state, found, window, stamps, statistic,
-                                  batch_ids, step_ids)
+                                  batch_ids, step_ids, pending)
             opened, closed = opened + a, closed + c
+        _record_episodes(session, pending)
         state.cursor_ts = stamps[-1]
         state.n_seen = state.n_seen + len(stamps)
         session.flush()
