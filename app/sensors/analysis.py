@@ -157,7 +157,10 @@ def _with_fresh(session: Session, sensor_id: int, cursor: datetime | None,
     if cursor is not None:
         before = before.where(SensorReading.ts > cursor)
     after = select(*_COLUMNS).where(SensorReading.sensor_id == sensor_id, SensorReading.ts > last)
-    others = session.execute(before.union_all(after)).all()
+    others = session.execute(before.union_all(after).limit(MAX_WINDOW + 1)).all()
+    if len(others) > MAX_WINDOW:  # a backlog (analysis was off, or failed for long): work through it in passes
+        back, new = _load(session, sensor_id, cursor)
+        return back, new, late
     new = Readings.join(Readings.of_rows(others), fresh) if others else fresh
     return _lookback(session, sensor_id, cursor), new, late
 
