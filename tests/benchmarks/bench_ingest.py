@@ -170,6 +170,7 @@ def main() -> None:
                 list(pool.map(gateway, range(GATEWAYS)))
             posted_s = time.perf_counter() - started
             while not _done(tenant, posts, judged):
+                assert time.perf_counter() - started < 900, "not all stored and analysed after 15 minutes"
                 time.sleep(0.02)
             ingest_s = time.perf_counter() - started
             with tenant_transaction(tenant.ref) as session:
