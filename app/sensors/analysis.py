@@ -25,6 +25,8 @@ is fitted on the sensor's first `BASELINE_N` good readings, and the charts start
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.audit.services import record
+from app.audit.services import record_many
 from app.plant.models import Sensor
 from app.sensors import detection, queries
 from app.sensors.batch_link import StepLimits, running_steps
@@ -42,6 +44,7 @@ from app.sensors.multivariate import PcaMonitor
 from app.sensors.services import aligned_matrix, attach_steps, baseline_document
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_EPOCH64 = np.datetime64("2000-01-01T00:00:00", "us")
 
 STUCK_N = 10
 #: A Hampel window of 15 readings and 10 robust sigmas: about 2 false spikes per 100,000 in-control readings
@@ -59,26 +62,114 @@ LOOKBACK = max(2 * SPIKE_HALF_WINDOW, STUCK_N - 1, detection.nelson_lookback(det
 MAX_WINDOW = 200_000
 
 
-def _state_for_update(session: Session, sensor_id: int) -> SensorAnalysisState:
-    """Return the sensor's analysis state row, created if missing, locked for this transaction."""
-    session.execute(insert(SensorAnalysisState).values(sensor_id=sensor_id, n_seen=0, open_episodes={})
+def _states_for_update(session: Session, sensor_ids: list[int]) -> dict[int, SensorAnalysisState]:
+    """Return the sensors' analysis state rows, created if missing, locked for this transaction (id order)."""
+    if not sensor_ids:
+        return {}
+    session.execute(insert(SensorAnalysisState).values([{"sensor_id": s, "n_seen": 0, "open_episodes": {}}
+                                                        for s in sorted(sensor_ids)])
                     .on_conflict_do_nothing(index_elements=["sensor_id"]))
-    return session.execute(select(SensorAnalysisState).where(SensorAnalysisState.sensor_id == sensor_id)
-                           .with_for_update().execution_options(populate_existing=True)).scalar_one()
+    rows = session.execute(select(SensorAnalysisState).where(SensorAnalysisState.sensor_id.in_(sensor_ids))
+                           .order_by(SensorAnalysisState.sensor_id).with_for_update()
+                           .execution_options(populate_existing=True)).scalars()
+    return {row.sensor_id: row for row in rows}
 
 
-def _load(session: Session, sensor_id: int, cursor: datetime | None) -> tuple[list[Any], list[Any]]:
-    """Return (lookback rows, new rows) of a sensor as (ts, value, quality, batch_id, step_id), in time order."""
-    columns = (SensorReading.ts, SensorReading.value, SensorReading.quality, SensorReading.batch_id,
-               SensorReading.step_id)
-    query = select(*columns).where(SensorReading.sensor_id == sensor_id)
+@dataclass(frozen=True)
+class Readings:
+    """One sensor's readings in time order, column by column (timestamps datetime64[us] UTC, -1 for no id)."""
+
+    stamps: np.ndarray
+    values: np.ndarray
+    quality: np.ndarray
+    batch_ids: np.ndarray
+    step_ids: np.ndarray
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[Any]) -> Readings:
+        """Build from rows of (ts, value, quality, batch_id, step_id)."""
+        return cls(np.array([r[0].astimezone(UTC).replace(tzinfo=None) for r in rows], dtype="datetime64[us]"),
+                   np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float),
+                   np.array([r[2] for r in rows], dtype=np.int8),
+                   np.array([-1 if r[3] is None else r[3] for r in rows], dtype=np.int64),
+                   np.array([-1 if r[4] is None else r[4] for r in rows], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return int(self.stamps.size)
+
+    def take(self, where: Any) -> Readings:
+        """Return the readings at these positions (a slice, an index array or a mask)."""
+        return Readings(self.stamps[where], self.values[where], self.quality[where], self.batch_ids[where],
+                        self.step_ids[where])
+
+    @staticmethod
+    def join(*parts: Readings) -> Readings:
+        """Concatenate readings and sort them by time."""
+        joined = Readings(*(np.concatenate([getattr(p, name) for p in parts]) for name in _READING_COLUMNS))
+        order = np.argsort(joined.stamps, kind="stable")
+        return joined.take(order)
+
+
+_READING_COLUMNS = ("stamps", "values", "quality", "batch_ids", "step_ids")
+_COLUMNS = (SensorReading.ts, SensorReading.value, SensorReading.quality, SensorReading.batch_id,
+            SensorReading.step_id)
+
+
+def _load(session: Session, sensor_id: int, cursor: datetime | None) -> tuple[Readings, Readings]:
+    """Return (lookback, new) readings of a sensor from the database, in time order."""
+    query = select(*_COLUMNS).where(SensorReading.sensor_id == sensor_id)
     if cursor is None:
-        return [], session.execute(query.order_by(SensorReading.ts).limit(MAX_WINDOW)).all()
+        return Readings.of_rows([]), Readings.of_rows(
+            session.execute(query.order_by(SensorReading.ts).limit(MAX_WINDOW)).all())
     new = session.execute(query.where(SensorReading.ts > cursor).order_by(SensorReading.ts)
                           .limit(MAX_WINDOW)).all()
-    back = session.execute(query.where(SensorReading.ts <= cursor).order_by(SensorReading.ts.desc())
-                           .limit(LOOKBACK)).all()
-    return list(reversed(back)), new
+    return _lookback(session, sensor_id, cursor), Readings.of_rows(new)
+
+
+def _lookback(session: Session, sensor_id: int, cursor: datetime | None) -> Readings:
+    """Return the last LOOKBACK readings of a sensor up to its cursor (the run rules and health checks need them)."""
+    if cursor is None:
+        return Readings.of_rows([])
+    back = session.execute(select(*_COLUMNS).where(SensorReading.sensor_id == sensor_id, SensorReading.ts <= cursor)
+                           .order_by(SensorReading.ts.desc()).limit(LOOKBACK)).all()
+    return Readings.of_rows(list(reversed(back)))
+
+
+def _with_fresh(session: Session, sensor_id: int, cursor: datetime | None,
+                fresh: Readings) -> tuple[Readings, Readings, int]:
+    """Return (lookback, new, late) when the caller holds the readings it just stored (`fresh`, time order).
+
+    Only readings stored by others and not yet judged are read back: those after the cursor and before the
+    fresh ones (normally the previous window's unjudged tail of LAG readings) or after them. Fresh readings
+    at or before the cursor arrived too late for the recursive charts and are counted, not judged.
+    """
+    if cursor is not None:
+        on_time = fresh.stamps > np.datetime64(cursor.astimezone(UTC).replace(tzinfo=None), "us")
+        late = int(fresh.stamps.size - on_time.sum())
+        fresh = fresh.take(on_time) if late else fresh
+    else:
+        late = 0
+    if not len(fresh):
+        back, new = _load(session, sensor_id, cursor)
+        return back, new, late
+    first, last = (_aware(fresh.stamps[0]), _aware(fresh.stamps[-1]))
+    before = select(*_COLUMNS).where(SensorReading.sensor_id == sensor_id, SensorReading.ts < first)
+    if cursor is not None:
+        before = before.where(SensorReading.ts > cursor)
+    after = select(*_COLUMNS).where(SensorReading.sensor_id == sensor_id, SensorReading.ts > last)
+    others = session.execute(before.union_all(after).limit(MAX_WINDOW + 1)).all()
+    if len(others) > MAX_WINDOW:  # a backlog (analysis was off, or failed for long): work through it in passes
+        back, new = _load(session, sensor_id, cursor)
+        return back, new, late
+    new = Readings.join(Readings.of_rows(others), fresh) if others else fresh
+    return _lookback(session, sensor_id, cursor), new, late
+
+
+def _aware(stamp: Any) -> datetime:
+    """Return a timestamp (datetime64 UTC or an aware datetime) as an aware UTC datetime."""
+    if isinstance(stamp, datetime):
+        return stamp
+    return np.datetime64(stamp, "us").astype(datetime).replace(tzinfo=UTC)
 
 
 def _auto_baseline(session: Session, sensor_id: int) -> tuple[detection.InControlModel, datetime] | None:
@@ -95,12 +186,13 @@ def _auto_baseline(session: Session, sensor_id: int) -> tuple[detection.InContro
         return None  # a flat or non-stationary start: wait for a deliberate fit_baseline
 
 
-def _limit_detections(session: Session, sensor: Sensor, stamps: list[datetime], values: np.ndarray,
+def _limit_detections(session: Session, sensor: Sensor, stamps: np.ndarray, values: np.ndarray,
                       step_ids: np.ndarray) -> detection.Detection | None:
     """Check readings against the limits of the critical parameter of the step running at each reading."""
     if not (step_ids >= 0).any():
         return None
-    steps = running_steps(session, equipment_id=sensor.equipment_id, start=stamps[0], end=stamps[-1])
+    steps = running_steps(session, equipment_id=sensor.equipment_id, start=_aware(stamps[0]),
+                          end=_aware(stamps[-1]))
     limits_of: dict[int, StepLimits] = {}
     for step in steps:
         limit = step.limits.get(sensor.quantity_kind)
@@ -148,10 +240,18 @@ def _episode_values(row: SensorEpisode) -> dict[str, Any]:
             "n_alarms": row.n_alarms, "batch_id": row.batch_id, "step_id": row.step_id, "spec": row.spec}
 
 
+#: Episode rows a pass wrote, with their state and rule and whether the pass opened them: inserted, audited
+#: and linked to their state together by `_record_episodes`.
+Pending = list[tuple[SensorAnalysisState | PcaState, str, SensorEpisode, bool]]
+
+
 def _save_episodes(session: Session, owner: tuple[int | None, int], state: SensorAnalysisState | PcaState,
-                   result: detection.Detection, judged: slice, stamps: list[datetime], values: np.ndarray,
-                   batch_ids: np.ndarray, step_ids: np.ndarray) -> tuple[int, int]:
-    """Extend the rule's open episode of (sensor id or None, equipment id) and insert new ones; return counts."""
+                   result: detection.Detection, judged: slice, stamps: np.ndarray, values: np.ndarray,
+                   batch_ids: np.ndarray, step_ids: np.ndarray, pending: Pending) -> tuple[int, int]:
+    """Extend the rule's open episode of (sensor id or None, equipment id) and add new ones; return counts.
+
+    The rows go to `pending`; `_record_episodes` writes and audits them with the rest of the pass's.
+    """
     sensor_id, equipment_id = owner
     rule, offset = result.spec.rule, state.n_seen
     alarm, statistic = result.alarm[judged], result.statistic[judged]
@@ -161,11 +261,11 @@ def _save_episodes(session: Session, owner: tuple[int | None, int], state: Senso
     carried = _episode_of(open_row) if open_row is not None else None
     if carried is None and not alarm.any():
         return 0, 0
-    episodes = detection.extend_episodes(carried, alarm, np.asarray(stamps, dtype=object), values, rule=rule,
+    episodes = detection.extend_episodes(carried, alarm, np.asarray(stamps), values, rule=rule,
                                          deviation=statistic, gap_tolerance=GAP_TOLERANCE, index_offset=offset)
-    opened = closed = 0
     open_episodes = dict(state.open_episodes)
     open_episodes.pop(rule, None)
+    rows: list[tuple[SensorEpisode, bool]] = []  # (episode row, opened by this window)
     for position, episode in enumerate(episodes):
         local = lambda index: index - offset  # noqa: E731 (index of a global sample in this window)
         severity = "amber"
@@ -175,56 +275,76 @@ def _save_episodes(session: Session, owner: tuple[int | None, int], state: Senso
         if position == 0 and open_row is not None:
             row = open_row
             was_red = row.severity == "red"
-            row.end_ts, row.end_index = episode.end_time, episode.end_index
+            row.end_ts, row.end_index = _aware(episode.end_time), episode.end_index
             if episode.peak_index != row.peak_index:
                 row.peak_index, row.peak_value = episode.peak_index, _finite(episode.peak_value)
                 row.peak_deviation = _finite(episode.peak_deviation) or 0.0
-                row.peak_ts = stamps[local(episode.peak_index)]
+                row.peak_ts = _aware(stamps[local(episode.peak_index)])
             row.n_alarms, row.is_open = episode.n_alarms, episode.open
             row.severity = "red" if was_red or severity == "red" else "amber"
+            rows.append((row, False))
         else:
             start = local(episode.start_index)
             row = SensorEpisode(
                 sensor_id=sensor_id, equipment_id=equipment_id, kind=result.spec.kind, rule=rule,
-                spec=result.spec.to_dict(), severity=severity, start_ts=episode.start_time,
-                end_ts=episode.end_time, peak_ts=stamps[local(episode.peak_index)],
+                spec=result.spec.to_dict(), severity=severity, start_ts=_aware(episode.start_time),
+                end_ts=_aware(episode.end_time), peak_ts=_aware(stamps[local(episode.peak_index)]),
                 peak_value=_finite(episode.peak_value),
                 peak_deviation=_finite(episode.peak_deviation) or 0.0, n_alarms=episode.n_alarms,
                 start_index=episode.start_index, end_index=episode.end_index, peak_index=episode.peak_index,
                 is_open=episode.open, batch_id=int(batch_ids[start]) if batch_ids[start] >= 0 else None,
                 step_id=int(step_ids[start]) if step_ids[start] >= 0 else None)
             session.add(row)
-            session.flush()
-            record(session, action="create", record_type="sensor_episode", record_id=row.id,
-                   new=_episode_values(row))
-            opened += 1
+            rows.append((row, True))
+    state.open_episodes = open_episodes  # the rule's open episode, if any, is linked by _record_episodes
+    pending.extend((state, rule, row, opened_here) for row, opened_here in rows)
+    opened = sum(1 for _, new in rows if new)
+    return opened, sum(1 for row, _ in rows if not row.is_open)
+
+
+def _record_episodes(session: Session, pending: Pending) -> None:
+    """Insert a pass's new episodes in one batch, audit them in one statement, and link the open ones."""
+    if not pending:
+        return
+    session.flush()  # one batched INSERT of the new episodes gives their ids
+    entries: list[dict[str, Any]] = []
+    for state, rule, row, opened_here in pending:
+        if opened_here:
+            entries.append({"action": "create", "record_type": "sensor_episode", "record_id": row.id,
+                            "new": _episode_values(row)})
         if row.is_open:
-            open_episodes[rule] = row.id
-        else:  # only open episodes are carried, so a closed one was closed by this window
-            session.flush()
-            record(session, action="close", record_type="sensor_episode", record_id=row.id,
-                   new={"end_ts": row.end_ts, "n_alarms": row.n_alarms, "peak_value": row.peak_value},
-                   reason=f"no {rule} alarm for {GAP_TOLERANCE} samples")
-            closed += 1
-    state.open_episodes = open_episodes
-    return opened, closed
+            state.open_episodes = {**state.open_episodes, rule: row.id}
+        else:  # only open episodes are carried, so a closed one was closed by this pass
+            entries.append({"action": "close", "record_type": "sensor_episode", "record_id": row.id,
+                            "new": {"end_ts": row.end_ts, "n_alarms": row.n_alarms, "peak_value": row.peak_value},
+                            "reason": f"no {rule} alarm for {GAP_TOLERANCE} samples"})
+    if entries:
+        record_many(session, entries)  # one statement; the chain order is the order of `entries`
+    pending.clear()
 
 
-def analyse_sensor(session: Session, sensor: Sensor) -> dict[str, Any]:
-    """Judge a sensor's new readings with the health and process rules and record episodes; return counts."""
-    state = _state_for_update(session, sensor.id)
-    back, new = _load(session, sensor.id, state.cursor_ts)
+def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None = None,
+                   state: SensorAnalysisState | None = None, pending: Pending | None = None) -> dict[str, Any]:
+    """Judge a sensor's new readings with the health and process rules and record episodes; return counts.
+
+    `fresh`: readings of this sensor the caller has just stored and still holds (time order), so they are not
+    read back from the database. `state`: its analysis state, already locked by the caller. `pending`: where
+    to leave episode rows for the caller to record with other sensors' (default: recorded here).
+    """
+    state = state or _states_for_update(session, [sensor.id])[sensor.id]
+    late = 0
+    if fresh is None:
+        back, new = _load(session, sensor.id, state.cursor_ts)
+    else:
+        back, new, late = _with_fresh(session, sensor.id, state.cursor_ts, fresh)
     if len(new) <= LAG:
-        return {"sensor_id": sensor.id, "analysed": 0}
-    rows = back + new
+        return {"sensor_id": sensor.id, "analysed": 0, "late": late}
+    rows = Readings.join(back, new) if len(back) else new
     n_back, n_judged = len(back), len(new) - LAG
     judged = slice(n_back, n_back + n_judged)
-    stamps = [r[0] for r in rows]
-    values = np.array([np.nan if r[1] is None else r[1] for r in rows], dtype=float)
-    quality = np.array([r[2] for r in rows], dtype=np.int8)
-    batch_ids = np.array([-1 if r[3] is None else r[3] for r in rows], dtype=np.int64)
-    step_ids = np.array([-1 if r[4] is None else r[4] for r in rows], dtype=np.int64)
-    seconds = np.array([s.timestamp() for s in stamps])
+    stamps, values, quality = rows.stamps, rows.values, rows.quality
+    batch_ids, step_ids = rows.batch_ids, rows.step_ids
+    seconds = (stamps - _EPOCH64) / np.timedelta64(1, "s")
     low, high = float(sensor.range_low), float(sensor.range_high)
 
     health = [
@@ -248,7 +368,8 @@ def analyse_sensor(session: Session, sensor: Sensor) -> dict[str, Any]:
             model, last_ts = fitted
             model_doc = baseline_document(model, source="first_readings", start=None, end=last_ts)
             state.model, state.chart_state = model_doc, None
-            chart_from = max(n_back, int(np.searchsorted(seconds, last_ts.timestamp(), side="right")))
+            chart_from = max(n_back, int(np.searchsorted(seconds, (last_ts - _EPOCH).total_seconds(),
+                                                         side="right")))
     if model_doc is not None and chart_from < n_back + n_judged:
         model = detection.InControlModel(model_doc["mean"], model_doc["sigma"], model_doc["phi"])
         design = detection.design_detector(float(model_doc.get("arl0", 370.0)))
@@ -275,20 +396,34 @@ def analyse_sensor(session: Session, sensor: Sensor) -> dict[str, Any]:
 
     opened = closed = 0
     judged_stamps = stamps[judged]
+    mine: Pending = [] if pending is None else pending
     for found in detections:
         a, c = _save_episodes(session, (sensor.id, sensor.equipment_id), state, found, judged, judged_stamps,
-                              values[judged], batch_ids[judged], step_ids[judged])
+                              values[judged], batch_ids[judged], step_ids[judged], mine)
         opened, closed = opened + a, closed + c
-    state.cursor_ts = stamps[n_back + n_judged - 1]
+    state.cursor_ts = _aware(stamps[n_back + n_judged - 1])
     state.n_seen = state.n_seen + n_judged
-    session.flush()
-    return {"sensor_id": sensor.id, "analysed": n_judged, "opened": opened, "closed": closed}
+    if pending is None:
+        _record_episodes(session, mine)
+        session.flush()
+    return {"sensor_id": sensor.id, "analysed": n_judged, "opened": opened, "closed": closed, "late": late}
 
 
-def analyse_sensors(session: Session, *, sensor_ids: list[int]) -> list[dict[str, Any]]:
-    """Analyse each sensor's new readings (id order: a stable lock order), then their equipment's PCA models."""
+def analyse_sensors(session: Session, *, sensor_ids: list[int],
+                    fresh: Mapping[int, Readings] | None = None) -> list[dict[str, Any]]:
+    """Analyse each sensor's new readings (id order: a stable lock order), then their equipment's PCA models.
+
+    `fresh`: per sensor id, the readings the caller has just stored (see `analyse_sensor`).
+    """
     sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
-    results = [analyse_sensor(session, sensor) for sensor in sensors]
+    fresh = fresh or {}
+    states = _states_for_update(session, [sensor.id for sensor in sensors])
+    pending: Pending = []
+    with session.no_autoflush:  # the pass's writes go in a few batched statements at the end
+        results = [analyse_sensor(session, sensor, fresh=fresh.get(sensor.id), state=states[sensor.id],
+                                  pending=pending) for sensor in sensors]
+    _record_episodes(session, pending)
+    session.flush()
     for equipment_id in sorted({sensor.equipment_id for sensor in sensors}):
         results += analyse_equipment_pca(session, equipment_id)
     return results
@@ -345,14 +480,16 @@ def analyse_equipment_pca(session: Session, equipment_id: int) -> list[dict[str,
                   "confidence": monitor.confidence, "sensor_ids": list(model.sensor_ids)}
         opened = closed = 0
         window = slice(0, len(stamps))
+        pending: Pending = []
         for rule, alarm, statistic, limit in (("pca.t2", scores.t2_alarm, scores.t2, monitor.t2_limit),
                                               ("pca.spe", scores.spe_alarm, scores.spe, monitor.spe_limit)):
             spec = detection.RuleSpec(rule, "multivariate", {**params, "limit": limit},  # type: ignore[arg-type]
                                       model_version=monitor.model_version)
             found = detection.Detection(spec, alarm, statistic)
             a, c = _save_episodes(session, (None, equipment_id), state, found, window, stamps, statistic,
-                                  batch_ids, step_ids)
+                                  batch_ids, step_ids, pending)
             opened, closed = opened + a, closed + c
+        _record_episodes(session, pending)
         state.cursor_ts = stamps[-1]
         state.n_seen = state.n_seen + len(stamps)
         session.flush()

@@ -44,7 +44,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import optimize, signal, stats
 
 #: Version of the detection maths; stored with every alarm so it can be replayed by the same code.
-MODEL_VERSION = "batchline.detection/1"
+MODEL_VERSION = "batchline.detection/2"  # 2: the shift detector's statistics are held under ceilings
 
 #: All Nelson rules, and the Western Electric set (WE1-WE4 are Nelson 1, 5, 6 and 2 with a run of 8).
 NELSON_RULES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
@@ -444,11 +444,23 @@ def cusum_arl(k: float, h: float, shift: float = 0.0) -> float:
     return float(1.0 / (1.0 / one_sided(shift - k) + 1.0 / one_sided(-shift - k)))
 
 
+#: What `design_ewma` / `design_cusum` return for the default detector (`design_detector(370)`), computed once
+#: and checked against them by the tests: their root finding solves dozens of Markov chains, a second or more
+#: on a loaded machine, and every forked RQ job process would otherwise pay it again.
+PRECOMPUTED_DESIGNS: dict[tuple[str, float, float], EwmaParams | CusumParams] = {
+    ("ewma", 740.0, 0.1): EwmaParams(lam=0.1, L=2.9555),
+    ("cusum", 740.0, 0.5): CusumParams(k=0.5, h=5.4509),
+}
+
+
 @functools.cache  # pure, and ~0.1 s of root finding: shift_detector calls it per window
 def design_ewma(arl0: float = 370.0, *, lam: float = 0.2) -> EwmaParams:
     """Return the EWMA limit width L giving the target in-control ARL for this lambda."""
     if arl0 <= 1.0:
         raise ValueError("arl0 must exceed 1 sample")
+    known = PRECOMPUTED_DESIGNS.get(("ewma", float(arl0), float(lam)))
+    if isinstance(known, EwmaParams):
+        return known
     width = optimize.brentq(lambda L: ewma_arl(lam, L) - arl0, 0.5, 6.0, xtol=1e-6)
     return EwmaParams(lam=lam, L=round(float(width), 4))
 
@@ -458,6 +470,9 @@ def design_cusum(arl0: float = 370.0, *, k: float = 0.5) -> CusumParams:
     """Return the CUSUM decision interval h giving the target in-control ARL for this k."""
     if arl0 <= 1.0:
         raise ValueError("arl0 must exceed 1 sample")
+    known = PRECOMPUTED_DESIGNS.get(("cusum", float(arl0), float(k)))
+    if isinstance(known, CusumParams):
+        return known
     interval = optimize.brentq(lambda h: cusum_arl(k, h) - arl0, 1e-3, 50.0, xtol=1e-6)
     return CusumParams(k=k, h=round(float(interval), 4))
 
@@ -512,6 +527,51 @@ def whiten(values: np.ndarray, *, model: InControlModel, previous: float | None 
     return residuals
 
 
+#: Ceilings of the shift detector's statistics, as multiples of their limits. Without one, a long or large
+#: excursion piles up a sum that takes hundreds of samples to drain once the process is back on target, so
+#: the episode ends that late. Restarting the sums at zero or at a head start after each signal ends it
+#: quickly but splits a sustained 1-sigma shift, whose statistic hovers near the limit, into several episodes.
+#: A ceiling keeps both: past the limit the statistic is held at most this far beyond it, so a persisting
+#: shift keeps signalling while one that ended drains in a few samples (CUSUM: (ceiling - 1) h / k samples).
+CUSUM_CEILING = 2.0
+EWMA_CEILING = 1.5
+#: First chunk scanned after a statistic met its ceiling; it doubles while none does (amortised scanning).
+_RESTART_CHUNK = 8
+
+
+def _ceiling_charts(z: np.ndarray, design: DetectorDesign,
+                    state: ChartState) -> tuple[np.ndarray, np.ndarray, ChartState]:
+    """Run EWMA and CUSUM over finite standardised data with their statistics held under the ceilings.
+
+    Returns (alarm, EWMA, state after the last sample). Between ceiling hits the charts are the vectorised
+    recursions; a window is scanned in growing chunks from each hit, so a quiet window costs a few numpy passes.
+    """
+    lam, limit, k, h = design.ewma.lam, design.ewma.limit, design.cusum.k, design.cusum.h
+    ewma_cap, cusum_cap = EWMA_CEILING * limit, CUSUM_CEILING * h
+    n = z.size
+    alarm, smoothed = np.zeros(n, dtype=bool), np.empty(n)
+    level, up0, down0 = state.ewma, state.cusum_up, state.cusum_down
+    position, chunk = 0, _RESTART_CHUNK
+    while position < n:
+        segment = z[position: position + chunk]
+        e = ewma(segment, lam, start=level)
+        up, down = _lindley(segment - k, up0), _lindley(-segment - k, down0)
+        over = (np.abs(e) > ewma_cap) | (up > cusum_cap) | (down > cusum_cap)
+        stop = int(np.argmax(over)) + 1 if over.any() else segment.size
+        e, up, down = e[:stop], up[:stop], down[:stop]
+        if over.any():  # hold the statistics at the ceiling and carry on from there
+            e[-1] = np.clip(e[-1], -ewma_cap, ewma_cap)
+            up[-1], down[-1] = min(up[-1], cusum_cap), min(down[-1], cusum_cap)
+            chunk = _RESTART_CHUNK
+        else:
+            chunk *= 2
+        alarm[position: position + stop] = (np.abs(e) > limit) | (up > h) | (down > h)
+        smoothed[position: position + stop] = e
+        level, up0, down0 = float(e[-1]), float(up[-1]), float(down[-1])
+        position += stop
+    return alarm, smoothed, replace(state, ewma=level, cusum_up=up0, cusum_down=down0)
+
+
 def shift_detector(
     values: np.ndarray,
     *,
@@ -521,22 +581,26 @@ def shift_detector(
 ) -> Detection:
     """Run the recommended detector: AR(1) whitening, then EWMA or CUSUM, each at 2 x the ARL0 target.
 
-    The statistic is the EWMA of the whitened readings (a running estimate of the shift in sigmas).
+    Past their limits the statistics are held under CUSUM_CEILING / EWMA_CEILING, so an excursion raises one
+    run of signals that stops within a few samples of the process returning to target instead of dragging on
+    while a large sum drains. The statistic is the EWMA of the whitened readings (a running estimate of the
+    shift in sigmas).
     """
     design = design or design_detector()
     state = state or ChartState()
     data = _as_1d(values)
     residuals = whiten(data, model=model, previous=state.previous)
-    smoothed = ewma_chart(residuals, mean=0.0, sigma=1.0, params=design.ewma, state=state)
-    summed = cusum_chart(residuals, mean=0.0, sigma=1.0, params=design.cusum, state=state)
-    finite = np.isfinite(data)
-    previous = float(data[finite][-1]) if finite.any() else state.previous
-    ewma_state, cusum_state = smoothed.state or state, summed.state or state  # always set by the charts
-    new_state = ChartState(ewma_state.ewma, cusum_state.cusum_up, cusum_state.cusum_down, previous)
+    finite = np.isfinite(residuals)
+    alarm, statistic = np.zeros(data.size, dtype=bool), np.full(data.size, np.nan)
+    alarm[finite], statistic[finite], charts = _ceiling_charts(residuals[finite], design, state)
+    finite_data = np.isfinite(data)
+    previous = float(data[finite_data][-1]) if finite_data.any() else state.previous
+    new_state = replace(charts, previous=previous)
     params = {"mean": model.mean, "sigma": model.sigma, "phi": model.phi, "arl0": design.arl0,
-              "lambda": design.ewma.lam, "L": design.ewma.L, "k": design.cusum.k, "h": design.cusum.h}
+              "lambda": design.ewma.lam, "L": design.ewma.L, "k": design.cusum.k, "h": design.cusum.h,
+              "cusum_ceiling": CUSUM_CEILING, "ewma_ceiling": EWMA_CEILING}
     spec = RuleSpec("shift", "process", params)
-    return Detection(spec, smoothed.alarm | summed.alarm, smoothed.statistic, new_state)
+    return Detection(spec, alarm, statistic, new_state)
 
 
 # ------------------------------------------------------------------------------------------ limits

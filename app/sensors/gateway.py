@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import requests
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,17 @@ class IngestClient:
     def post(self, readings: Sequence[Reading], *, message_id: str | None = None) -> dict[str, Any]:
         """Post one batch and return the server's status document once it acknowledged it."""
         message_id = message_id or f"{self.client_id}-{uuid.uuid4().hex}"
-        body = {"readings": [r.as_json() for r in readings], "message_id": message_id}
+        return self.post_body(orjson.dumps({"readings": [r.as_json() for r in readings], "message_id": message_id}))
+
+    def post_body(self, body: bytes) -> dict[str, Any]:
+        """Post a JSON payload already serialised (with its message id) until the server acknowledges it."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                answer = self.http.post(f"{self.base_url}/api/v1/ingest", json=body, timeout=self.timeout_s,
-                                        headers={"Authorization": f"Bearer {self.token()}"})
+                answer = self.http.post(f"{self.base_url}/api/v1/ingest", data=body, timeout=self.timeout_s,
+                                        headers={"Authorization": f"Bearer {self.token()}",
+                                                 "Content-Type": "application/json"})
             except requests.RequestException as exc:
                 error = f"{type(exc).__name__}: {exc}"
             else:

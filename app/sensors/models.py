@@ -86,6 +86,8 @@ class SensorIngest(TenantBase):
     error_counts: Mapped[dict[str, int] | None] = mapped_column(JSONB)
     #: Why the whole payload failed (unparseable), if it did.
     failure: Mapped[str | None] = mapped_column(Text)
+    #: Stored readings beyond the plan's monthly allowance (kept all the same, and flagged); None: not metered.
+    readings_over_allowance: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SensorReading(TenantBase):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
+
+import numpy as np
+import orjson
 
 from app.core.errors import ValidationError
 
@@ -30,13 +32,13 @@ class PayloadError(ValidationError):
 
 @dataclass
 class ParsedReadings:
-    """Readings of one payload that passed the per-reading checks, column by column, and the refusals."""
+    """Readings of one payload that passed the per-reading checks, column by column (numpy), and the refusals."""
 
     tags: list[str] = field(default_factory=list)
-    stamps: list[datetime] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    qualities: list[int] = field(default_factory=list)
-    indices: list[int] = field(default_factory=list)  # position of each reading in the payload
+    stamps: np.ndarray = field(default_factory=lambda: np.empty(0, dtype="datetime64[us]"))  # UTC
+    values: np.ndarray = field(default_factory=lambda: np.empty(0))  # NaN: a bad reading without a number
+    qualities: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))
+    indices: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # position in the payload
     total: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     error_counts: dict[str, int] = field(default_factory=dict)
@@ -87,13 +89,15 @@ def check_envelope(body: bytes, kind: str) -> str | None:
 def _json_document(body: bytes) -> dict[str, Any]:
     """Parse a JSON payload and check its envelope; return the document."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
         raise PayloadError(f"the payload is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("readings"), list):
         raise PayloadError('the payload must be a JSON object with a "readings" list')
     if not document["readings"]:
         raise PayloadError('"readings" is empty: send at least one reading')
+    if not all(type(item) is dict for item in document["readings"]):
+        raise PayloadError('every item of "readings" must be an object with sensor, ts and value')
     message_id = document.get("message_id")
     if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 200):
         raise PayloadError('"message_id" must be a string of 1 to 200 characters')
@@ -117,31 +121,134 @@ def parse_timestamp(raw: Any) -> datetime | None:
     return stamp.astimezone(UTC)
 
 
-def _accept(out: ParsedReadings, index: int, sensor: Any, ts: Any, value: Any, quality: Any) -> None:
-    if not isinstance(sensor, str) or not 0 < len(sensor.strip()) <= 80:
-        out.refuse(index, sensor, "sensor tag missing or longer than 80 characters")
-        return
-    stamp = parse_timestamp(ts)
-    if stamp is None:
-        out.refuse(index, sensor, "ts is not an RFC 3339 timestamp with a UTC offset")
-        return
-    if quality is None or quality == "":
-        code = 0
-    elif isinstance(quality, str) and quality.strip().lower() in QUALITIES:
-        code = QUALITIES[quality.strip().lower()]
+_NUMBER_TYPES = frozenset({int, float})
+#: Suffixes of an RFC 3339 timestamp in UTC, the form nearly every gateway sends: parsed by numpy in one go.
+_UTC_SUFFIXES = (("Z", 1), ("z", 1), ("+00:00", 6))
+_NOT_A_TAG = "sensor tag missing or longer than 80 characters"
+_NOT_A_TIMESTAMP = "ts is not an RFC 3339 timestamp with a UTC offset"
+_NOT_A_QUALITY = "quality must be good, uncertain or bad"
+_NOT_A_NUMBER = "value is not a finite number (only a bad-quality reading may have none)"
+
+
+def _utc_core(raw: Any) -> str | None:
+    """Return the part of a UTC RFC 3339 timestamp numpy parses (without its suffix), or None for any other form."""
+    if type(raw) is not str or not 10 < len(raw) <= 40 or raw[10] not in "Tt":
+        return None
+    for suffix, size in _UTC_SUFFIXES:
+        if raw.endswith(suffix):
+            return raw[:-size]
+    return None
+
+
+def _uniform_utc_cores(raw: list[Any]) -> list[str] | None:
+    """Return every timestamp without its suffix when all are strings in one UTC form (the usual payload)."""
+    if set(map(type, raw)) != {str}:
+        return None
+    lengths = set(map(len, raw))
+    if min(lengths) <= 10 or max(lengths) > 40 or set(map(itemgetter(10), raw)) - {"T", "t"}:
+        return None
+    ends = set(map(itemgetter(-1), raw))
+    if ends <= {"Z", "z"}:
+        return [item[:-1] for item in raw]
+    if ends == {"0"} and {item[-6:] for item in raw} == {"+00:00"}:
+        return [item[:-6] for item in raw]
+    return None
+
+
+def _timestamps(raw: list[Any]) -> np.ndarray:
+    """Parse timestamps into datetime64[us] UTC (NaT where a value is not an RFC 3339 timestamp with an offset).
+
+    The common form (UTC, `Z` or `+00:00`) is parsed by numpy as one array; any other offset, or a string numpy
+    refuses, falls back to `parse_timestamp` one by one, so the fast path never accepts what the slow one refuses.
+    """
+    stamps = np.full(len(raw), np.datetime64("NaT"), dtype="datetime64[us]")
+    uniform = _uniform_utc_cores(raw) if raw else None
+    if uniform is not None:
+        cores: list[str | None] = list(uniform)
+        fast = np.ones(len(raw), dtype=bool)
     else:
-        out.refuse(index, sensor, "quality must be good, uncertain or bad")
-        return
-    if (value is None or value == "") and code == QUALITIES["bad"]:
-        value = math.nan  # a bad reading with no number: stored as a quality flag with a NULL value
-    elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        out.refuse(index, sensor, "value is not a finite number (only a bad-quality reading may have none)")
-        return
-    out.tags.append(sensor.strip())
-    out.stamps.append(stamp)
-    out.values.append(float(value))
-    out.qualities.append(code)
-    out.indices.append(index)
+        cores = [_utc_core(item) for item in raw]
+        fast = np.fromiter((core is not None for core in cores), dtype=bool, count=len(cores))
+    if fast.any():
+        try:
+            stamps[fast] = np.array(cores if uniform is not None else [c for c in cores if c is not None],
+                                    dtype="datetime64[us]")
+        except ValueError:
+            fast[:] = False  # one malformed string: judge them all one by one
+    for position in np.flatnonzero(~fast).tolist():
+        stamp = parse_timestamp(raw[position])
+        if stamp is not None:
+            stamps[position] = np.datetime64(stamp.replace(tzinfo=None), "us")
+    return stamps
+
+
+def _qualities(raw: list[Any]) -> np.ndarray:
+    """Map quality names to codes (-1 where the value is not one), judging each distinct name once."""
+    known: dict[str | None, int] = {}
+
+    def code(quality: Any) -> int:
+        if quality is not None and type(quality) is not str:
+            return -1
+        if quality not in known:
+            known[quality] = QUALITIES.get(quality.strip().lower(), -1) if quality else 0
+        return known[quality]
+
+    return np.fromiter((code(quality) for quality in raw), dtype=np.int8, count=len(raw))
+
+
+def _tags(sensors: list[Any]) -> tuple[np.ndarray, dict[str, str]]:
+    """Return which sensor tags are usable, and each usable raw tag's stripped form."""
+    kinds = set(map(type, sensors))
+    distinct = set(sensors) if kinds == {str} else {s for s in sensors if type(s) is str}
+    tag_of = {tag: tag.strip() for tag in distinct if 0 < len(tag.strip()) <= 80}
+    if kinds == {str} and len(tag_of) == len(distinct):
+        return np.ones(len(sensors), dtype=bool), tag_of
+    return np.fromiter((type(s) is str and s in tag_of for s in sensors), dtype=bool, count=len(sensors)), tag_of
+
+
+def _numbers(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (is a number, the numbers with NaN elsewhere, is missing) for a column of raw values."""
+    n = len(values)
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        return np.ones(n, dtype=bool), np.array(values, dtype=float), np.zeros(n, dtype=bool)
+    numeric = np.fromiter((type(v) in _NUMBER_TYPES for v in values), dtype=bool, count=n)
+    number = np.array([v if ok else np.nan for v, ok in zip(values, numeric.tolist(), strict=True)], dtype=float)
+    missing = np.fromiter((v is None or v == "" for v in values), dtype=bool, count=n)
+    return numeric, number, missing
+
+
+def _columns(out: ParsedReadings, sensors: list[Any], stamps: list[Any], values: list[Any],
+             qualities: list[Any], indices: list[int]) -> ParsedReadings:
+    """Check the readings column by column and keep the accepted ones; refuse each other with its first fault."""
+    n = len(sensors)
+    tag_ok, tag_of = _tags(sensors)
+    ts = _timestamps(stamps)
+    quality = (np.zeros(n, dtype=np.int8) if set(map(type, qualities)) <= {type(None)}
+               else _qualities(qualities))
+    numeric, number, missing = _numbers(values)
+    with np.errstate(invalid="ignore"):
+        value_ok = (numeric & np.isfinite(number)) | (missing & (quality == QUALITIES["bad"]))
+    # Refusals in the order the checks run, so each refused reading gets its first fault.
+    faults = ((~tag_ok, _NOT_A_TAG), (np.isnat(ts), _NOT_A_TIMESTAMP), (quality < 0, _NOT_A_QUALITY),
+              (~value_ok, _NOT_A_NUMBER))
+    refused = np.zeros(n, dtype=bool)
+    reason_of: dict[int, str] = {}
+    for fault, reason in faults:
+        for position in np.flatnonzero(fault & ~refused).tolist():
+            reason_of[position] = reason
+        refused |= fault
+    for position in sorted(reason_of):
+        out.refuse(indices[position], sensors[position], reason_of[position])
+    if not refused.any():
+        out.tags = [tag_of[s] for s in sensors]
+        out.stamps, out.values, out.qualities = ts, number, quality
+        out.indices = np.asarray(indices, dtype=np.int64)
+        return out
+    keep = np.flatnonzero(~refused)
+    out.tags = [tag_of[sensors[i]] for i in keep.tolist()]
+    out.stamps, out.values, out.qualities = ts[keep], number[keep], quality[keep]
+    out.indices = np.asarray(indices, dtype=np.int64)[keep]
+    return out
 
 
 def _number(cell: str) -> float | str | None:
@@ -158,22 +265,27 @@ def parse_readings(body: bytes, kind: str) -> ParsedReadings:
     """Sort every reading of a stored payload into accepted (columns) or refused (with the reason)."""
     out = ParsedReadings()
     if kind == "json":
-        for index, item in enumerate(_json_document(body)["readings"]):
-            out.total += 1
-            if not isinstance(item, dict):
-                out.refuse(index, None, "reading is not an object with sensor, ts and value")
-                continue
-            _accept(out, index, item.get("sensor"), item.get("ts"), item.get("value"), item.get("quality"))
-        return out
+        items = _json_document(body)["readings"]
+        out.total = len(items)
+        return _columns(out, [item.get("sensor") for item in items], [item.get("ts") for item in items],
+                        [item.get("value") for item in items], [item.get("quality") for item in items],
+                        list(range(len(items))))
     check_envelope(body, kind)
-    rows = _csv_rows(body.decode("utf-8-sig"))
-    for index, row in enumerate(rows):
+    sensors: list[Any] = []
+    stamps: list[Any] = []
+    values: list[Any] = []
+    qualities: list[Any] = []
+    indices: list[int] = []
+    for index, row in enumerate(_csv_rows(body.decode("utf-8-sig"))):
         if index == 0 and [cell.strip().lower() for cell in row[:3]] == ["sensor", "ts", "value"]:
             continue  # a header line
         out.total += 1
         if not 3 <= len(row) <= 4:
             out.refuse(index, row[0] if row else None, "CSV row must be sensor,ts,value[,quality]")
             continue
-        quality = row[3] if len(row) == 4 else None
-        _accept(out, index, row[0], row[1].strip(), _number(row[2].strip()), quality)
-    return out
+        sensors.append(row[0])
+        stamps.append(row[1].strip())
+        values.append(_number(row[2].strip()))
+        qualities.append(row[3] if len(row) == 4 else None)
+        indices.append(index)
+    return _columns(out, sensors, stamps, values, qualities, indices)

@@ -34,6 +34,13 @@ class IngestCounts(BaseModel):
     rejected: int | None
 
 
+class OverAllowance(BaseModel):
+    """Readings of an ingest beyond the plan's monthly allowance: stored all the same, and flagged."""
+
+    readings: int
+    detail: str = Field(description="What happened and the upgrade path")
+
+
 class IngestStatus(BaseModel):
     """Status of one ingest: queued, processed (with counts and refusals) or failed (with the reason)."""
 
@@ -48,6 +55,8 @@ class IngestStatus(BaseModel):
     error_counts: dict[str, int] | None = None
     errors: list[dict[str, Any]] | None = Field(default=None, description="Refused readings (first 1000)")
     failure: str | None = None
+    over_allowance: OverAllowance | None = Field(
+        default=None, description="Set when stored readings went beyond the plan's monthly allowance (kept, flagged)")
 
 
 class TrendQuery(Query):

@@ -6,21 +6,22 @@ lives in `app.sensors.analysis`.
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
+import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import psycopg
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.orm import Session, defer
 
 from app.audit.services import record
+from app.billing.services import meter_usage
 from app.core.errors import NotFound, ValidationError
 from app.core.jobs import enqueue
+from app.core.tenancy import control_session
 from app.plant.models import Sensor
 from app.sensors import detection
 from app.sensors.batch_link import RunningStep, running_steps
@@ -29,6 +30,9 @@ from app.sensors.multivariate import fit_pca_monitor
 from app.sensors.payloads import ParsedReadings, PayloadError, check_envelope, parse_readings
 
 COPY_COLUMNS = "sensor_id, ts, value, quality, ingest_id, batch_id, step_id"
+#: The plan entitlement stored readings count against (tenants/plans.json).
+READINGS_METRIC = "readings_per_month"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,19 @@ def sensors_by_tag(session: Session, tags: set[str]) -> dict[str, Sensor]:
 
 def ensure_partitions(session: Session, months: set[date]) -> list[str]:
     """Make sure each month (UTC) has its own readings partition; return their names."""
-    return [session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": month}).scalar_one()
-            for month in sorted(months)]
+    names = []
+    for month in sorted(months):
+        try:
+            with session.begin_nested():
+                name = session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": month}).scalar_one()
+        except ProgrammingError as exc:
+            if not isinstance(exc.orig, psycopg.errors.DuplicateTable):
+                raise
+            # Two jobs made the same new partition at once: the loser's check ran on a catalog snapshot taken
+            # before the winner committed. Asked again, it finds the partition.
+            name = session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": month}).scalar_one()
+        names.append(name)
+    return names
 
 
 def attach_steps(session: Session, equipment_id: int, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,14 +112,76 @@ def attach_steps(session: Session, equipment_id: int, stamps: np.ndarray) -> tup
     return batch_ids, step_ids
 
 
-def _copy_text(columns: list[Any]) -> str:
-    """Render rows as COPY text: tab-separated, `\\N` for NULL (values are numbers and ISO timestamps only)."""
-    lines = ["\t".join(cells) for cells in zip(*columns, strict=True)]
-    return "\n".join(lines) + "\n"
+#: PostgreSQL binary COPY: signature, flags, header extension length; and the end-of-data marker.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
+_COPY_TRAILER = b"\xff\xff"
+_PG_EPOCH = np.datetime64("2000-01-01T00:00:00", "us")
+#: COPY_COLUMNS in binary: name and big-endian numpy type (bigint, timestamptz as microseconds, double, smallint).
+_BINARY_FIELDS = (("sensor", ">i8"), ("ts", ">i8"), ("value", ">f8"), ("quality", ">i2"), ("ingest", ">i8"),
+                  ("batch", ">i8"), ("step", ">i8"))
 
 
-def copy_readings(session: Session, rows: str, n_rows: int) -> tuple[int, int]:
-    """Load readings (COPY text) and return (stored, duplicates); a reading already stored is not stored again.
+@dataclass
+class Loaded:
+    """Readings of one payload ready to store: accepted, of known sensors, attached to batch steps (numpy columns)."""
+
+    sensor_ids: np.ndarray
+    stamps: np.ndarray  # datetime64[us], UTC
+    values: np.ndarray  # NaN: NULL (a bad reading without a number)
+    qualities: np.ndarray
+    batch_ids: np.ndarray  # -1: none
+    step_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.sensor_ids.size)
+
+    def copy_binary(self, ingest_id: int) -> bytes:
+        """Render the rows as one PostgreSQL binary COPY buffer (no per-reading Python object).
+
+        A binary row is: field count, then per field its byte length (-1 for NULL) and its big-endian value.
+        Rows are grouped by which of value / batch / step are NULL, so each group is one fixed-layout numpy
+        record array; COPY does not care about row order.
+        """
+        has_value = np.isfinite(self.values)
+        pattern = has_value.astype(np.int8) | (self.batch_ids >= 0) * np.int8(2) | (self.step_ids >= 0) * np.int8(4)
+        columns: dict[str, Any] = {"sensor": self.sensor_ids, "ts": (self.stamps - _PG_EPOCH).astype(np.int64),
+                                   "value": self.values, "quality": self.qualities, "ingest": None,
+                                   "batch": self.batch_ids, "step": self.step_ids}
+        parts = [_COPY_HEADER]
+        for group in np.unique(pattern).tolist():
+            where = pattern == group
+            present = {name: True for name, _ in _BINARY_FIELDS}
+            present.update(value=bool(group & 1), batch=bool(group & 2), step=bool(group & 4))
+            fields: list[tuple[str, str]] = [("n", ">i2")]
+            for name, kind in _BINARY_FIELDS:
+                fields += [(f"len_{name}", ">i4")] + ([(name, kind)] if present[name] else [])
+            rows = np.empty(int(where.sum()), dtype=fields)
+            rows["n"] = len(_BINARY_FIELDS)
+            for name, kind in _BINARY_FIELDS:
+                rows[f"len_{name}"] = np.dtype(kind).itemsize if present[name] else -1
+                if present[name]:
+                    rows[name] = ingest_id if columns[name] is None else columns[name][where]
+            parts.append(rows.tobytes())
+        parts.append(_COPY_TRAILER)
+        return b"".join(parts)
+
+    def by_sensor(self) -> dict[int, Any]:
+        """Split the rows per sensor, each in time order, as the analysis takes them."""
+        from app.sensors.analysis import Readings  # analysis imports this module: import at call time
+
+        order = np.lexsort((self.stamps, self.sensor_ids))
+        ids = self.sensor_ids[order]
+        bounds = np.flatnonzero(np.diff(ids)) + 1
+        result = {}
+        for chunk in np.split(order, bounds):
+            result[int(self.sensor_ids[chunk[0]])] = Readings(self.stamps[chunk], self.values[chunk],
+                                                              self.qualities[chunk].astype(np.int8),
+                                                              self.batch_ids[chunk], self.step_ids[chunk])
+        return result
+
+
+def copy_readings(session: Session, rows: bytes, n_rows: int) -> tuple[int, int]:
+    """Load readings (a binary COPY buffer) and return (stored, duplicates); one already stored is not stored again.
 
     The fast path COPYs straight into `sensor_readings` inside a savepoint. If any reading is already there
     (a payload processed twice, a gateway resending), the unique key refuses the whole COPY, the savepoint
@@ -117,7 +194,7 @@ def copy_readings(session: Session, rows: str, n_rows: int) -> tuple[int, int]:
     with raw.cursor() as cur:
         cur.execute("SAVEPOINT sensor_readings_copy")
         try:
-            with cur.copy(f"COPY sensor_readings ({COPY_COLUMNS}) FROM STDIN") as copy:
+            with cur.copy(f"COPY sensor_readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.write(rows)
         except psycopg.errors.UniqueViolation:
             cur.execute("ROLLBACK TO SAVEPOINT sensor_readings_copy")
@@ -127,7 +204,7 @@ def copy_readings(session: Session, rows: str, n_rows: int) -> tuple[int, int]:
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS sensor_readings_staging "
                     "(LIKE sensor_readings INCLUDING DEFAULTS) ON COMMIT DROP")
         cur.execute("TRUNCATE sensor_readings_staging")
-        with cur.copy(f"COPY sensor_readings_staging ({COPY_COLUMNS}) FROM STDIN") as copy:
+        with cur.copy(f"COPY sensor_readings_staging ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.write(rows)
         cur.execute(f"INSERT INTO sensor_readings ({COPY_COLUMNS}) "  # noqa: S608 (constant column list)
                     f"SELECT DISTINCT ON (sensor_id, ts) {COPY_COLUMNS} FROM sensor_readings_staging "
@@ -136,25 +213,79 @@ def copy_readings(session: Session, rows: str, n_rows: int) -> tuple[int, int]:
     return stored, n_rows - stored
 
 
-def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
-    """Parse a stored payload, load its readings with COPY, attach them to the running batch step, queue analysis.
+#: How far back a job looks for earlier queued payloads of its source to process first (a bounded index scan).
+ORDER_WINDOW = timedelta(days=1)
 
-    Idempotent: a processed ingest is left alone, and reprocessing stores each reading once.
+
+def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
+    """Parse a stored payload, load its readings with COPY, attach them to the running batch step, analyse them.
+
+    Payloads of one source are processed in the order they were accepted (a lock per source; an earlier one
+    still queued is processed first, in this transaction), so a sensor's readings reach the recursive charts
+    in time order even with several workers. Idempotent: a processed ingest is left alone, and reprocessing
+    stores each reading once.
     """
-    ingest = session.get(SensorIngest, ingest_id, with_for_update=True)
+    # Not the payload (megabytes): it is read once, under the row lock, by `_process_one`.
+    ingest = session.execute(select(SensorIngest.id, SensorIngest.source, SensorIngest.received_at)
+                             .where(SensorIngest.id == ingest_id)).one_or_none()
     if ingest is None:
         raise NotFound(f"no ingest {ingest_id}")
+    session.execute(select(func.pg_advisory_xact_lock(func.hashtext("sensor_ingests:" + ingest.source))))
+    earlier = session.scalars(
+        select(SensorIngest.id).where(SensorIngest.source == ingest.source, SensorIngest.status == "queued",
+                                      SensorIngest.id < ingest.id,
+                                      SensorIngest.received_at >= ingest.received_at - ORDER_WINDOW,
+                                      SensorIngest.received_at <= ingest.received_at)
+        .order_by(SensorIngest.id)).all()
+    processed = []
+    for other in earlier:
+        try:
+            with session.begin_nested():
+                processed.append(_process_one(session, other)[0])
+        except Exception:  # its own job retries it and reports why; it must not hold up this payload
+            log.exception("earlier ingest %s failed while processing ingest %s", other, ingest_id)
+    row, now_processed = _process_one(session, ingest_id)
+    # Last, so that nothing but this transaction's commit can fail once the usage is counted.
+    meter_readings(session, [*processed, row] if now_processed else processed)
+    return ingest_summary(row, tenant_slug=session.info["tenant"].slug)
+
+
+def meter_readings(session: Session, ingests: list[SensorIngest]) -> None:
+    """Count the readings these ingests have just stored into the tenant's monthly usage; flag any over the plan.
+
+    Usage lives in the control plane, so it is counted in a control-plane transaction that commits just before
+    the caller's tenant transaction. An ingest is metered once: only while it is being processed (a processed
+    ingest is never processed again, and a job that fails before this point rolls back and is retried from
+    the start). Readings over the allowance are kept and flagged, never dropped.
+    """
+    due = [ingest for ingest in ingests if ingest.status == "processed"]
+    if not due:
+        return
+    tenant_id = session.info["tenant"].id
+    with control_session() as control:
+        for ingest in due:
+            result = meter_usage(control, tenant_id=tenant_id, metric=READINGS_METRIC,
+                                 amount=ingest.readings_stored or 0)
+            ingest.readings_over_allowance = result.over_allowance
+    session.flush()
+
+
+def _process_one(session: Session, ingest_id: int) -> tuple[SensorIngest, bool]:
+    """Process one queued payload (the caller holds its source's lock); return its row and whether it was queued."""
+    ingest = session.execute(select(SensorIngest).where(SensorIngest.id == ingest_id).with_for_update()
+                             .options(defer(SensorIngest.payload))  # loaded only if it is still to be parsed
+                             .execution_options(populate_existing=True)).scalar_one()
     if ingest.status != "queued":
-        return ingest_summary(ingest)
+        return ingest, False
     try:
         parsed = parse_readings(ingest.payload, ingest.content_type)
     except PayloadError as exc:
         ingest.status, ingest.failure = "failed", str(exc)
         ingest.processed_at = session.scalar(select(func.now()))
-        return ingest_summary(ingest)
+        return ingest, True
     sensors = sensors_by_tag(session, set(parsed.tags))
-    rows, n_rows, by_sensor = _rows_for(session, parsed, sensors, ingest.id)
-    stored, duplicates = copy_readings(session, rows, n_rows)
+    loaded = _loaded(session, parsed, sensors)
+    stored, duplicates = copy_readings(session, loaded.copy_binary(ingest.id), len(loaded))
     ingest.readings_total = parsed.total
     ingest.readings_stored = stored
     ingest.readings_duplicate = duplicates
@@ -164,58 +295,52 @@ def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
     ingest.status = "processed"
     ingest.processed_at = session.scalar(select(func.now()))
     session.flush()
-    if by_sensor:
-        enqueue(session, "app.sensors.jobs:analyse_sensors", sensor_ids=sorted(by_sensor), ingest_id=ingest.id)
-    return ingest_summary(ingest)
+    if len(loaded):
+        # Every stored reading was in this payload only when nothing was a duplicate: then the readings in
+        # hand are exactly what is stored, and the analysis need not read them back.
+        _analyse(session, ingest.id, loaded, fresh=duplicates == 0)
+    return ingest, True
 
 
-def _rows_for(session: Session, parsed: ParsedReadings, sensors: dict[str, Sensor],
-              ingest_id: int) -> tuple[str, int, dict[int, int]]:
-    """Refuse readings of unknown sensors, attach the rest to batch steps, and render them as COPY text."""
-    keep: list[int] = []
-    sensor_ids: list[int] = []
-    for position, tag in enumerate(parsed.tags):
-        sensor = sensors.get(tag)
-        if sensor is None:
-            parsed.refuse(parsed.indices[position], tag, "unknown sensor tag: register it in Plant > Sensors")
-            continue
-        keep.append(position)
-        sensor_ids.append(sensor.id)
-    if not keep:
-        return "", 0, {}
-    stamps = np.array([parsed.stamps[i].replace(tzinfo=None) for i in keep], dtype="datetime64[us]")
-    ids = np.asarray(sensor_ids, dtype=np.int64)
+def _analyse(session: Session, ingest_id: int, loaded: Loaded, *, fresh: bool) -> None:
+    """Analyse the sensors of a payload in this transaction; if that fails, leave it to the `analysis` queue."""
+    from app.sensors import analysis  # analysis imports this module: import at call time
+
+    sensor_ids = sorted({int(s) for s in np.unique(loaded.sensor_ids).tolist()})
+    try:
+        with session.begin_nested():
+            analysis.analyse_sensors(session, sensor_ids=sensor_ids, fresh=loaded.by_sensor() if fresh else None)
+    except Exception:
+        # Readings must never wait on a fault in the rules: they are stored, and the analysis job retries.
+        log.exception("analysis of ingest %s failed; queued for the analysis workers", ingest_id)
+        enqueue(session, "app.sensors.jobs:analyse_sensors", sensor_ids=sensor_ids, ingest_id=ingest_id)
+
+
+def _loaded(session: Session, parsed: ParsedReadings, sensors: dict[str, Sensor]) -> Loaded:
+    """Refuse readings of unknown sensors and attach the rest to the batch step running on their equipment."""
+    id_of = {tag: sensor.id for tag, sensor in sensors.items()}
+    ids = np.fromiter((id_of.get(tag, -1) for tag in parsed.tags), dtype=np.int64, count=len(parsed.tags))
+    unknown = np.flatnonzero(ids < 0)
+    for position in unknown.tolist():
+        parsed.refuse(int(parsed.indices[position]), parsed.tags[position],
+                      "unknown sensor tag: register it in Plant > Sensors")
+    keep = np.flatnonzero(ids >= 0) if unknown.size else slice(None)
+    ids, stamps = ids[keep], parsed.stamps[keep]
     batch_ids = np.full(ids.size, -1, dtype=np.int64)
     step_ids = np.full(ids.size, -1, dtype=np.int64)
     equipment_of = {s.id: s.equipment_id for s in sensors.values()}
-    positions_by_equipment: dict[int, list[int]] = defaultdict(list)
-    for position, sensor_id in enumerate(sensor_ids):
-        positions_by_equipment[equipment_of[sensor_id]].append(position)
-    for equipment_id, positions in positions_by_equipment.items():
-        where = np.asarray(positions)
-        batch_ids[where], step_ids[where] = attach_steps(session, equipment_id, stamps[where])
-    months = {date(int(str(m)[:4]), int(str(m)[5:7]), 1) for m in np.unique(stamps.astype("datetime64[M]"))}
-    ensure_partitions(session, months)
-
-    def nullable(values: np.ndarray) -> list[str]:
-        return ["\\N" if v < 0 else str(v) for v in values.tolist()]
-
-    columns = [
-        [str(v) for v in ids.tolist()],
-        [f"{stamp}Z" for stamp in np.datetime_as_string(stamps, unit="us").tolist()],
-        ["\\N" if math.isnan(parsed.values[i]) else repr(parsed.values[i]) for i in keep],
-        [str(parsed.qualities[i]) for i in keep],
-        [str(ingest_id)] * len(keep),
-        nullable(batch_ids),
-        nullable(step_ids),
-    ]
-    counts: dict[int, int] = defaultdict(int)
-    for sensor_id in sensor_ids:
-        counts[sensor_id] += 1
-    return _copy_text(columns), len(keep), dict(counts)
+    equipment = np.array([equipment_of[int(i)] for i in np.unique(ids).tolist()], dtype=np.int64)
+    equipment_ids = equipment[np.searchsorted(np.unique(ids), ids)] if ids.size else ids
+    for equipment_id in np.unique(equipment_ids).tolist():
+        where = equipment_ids == equipment_id
+        batch_ids[where], step_ids[where] = attach_steps(session, int(equipment_id), stamps[where])
+    if ids.size:
+        months = {date(int(str(m)[:4]), int(str(m)[5:7]), 1) for m in np.unique(stamps.astype("datetime64[M]"))}
+        ensure_partitions(session, months)
+    return Loaded(ids, stamps, parsed.values[keep], parsed.qualities[keep].astype(np.int16), batch_ids, step_ids)
 
 
-def ingest_summary(ingest: SensorIngest) -> dict[str, Any]:
+def ingest_summary(ingest: SensorIngest, *, tenant_slug: str = "") -> dict[str, Any]:
     """Return the status document of an ingest (what `GET /api/v1/ingest/<id>` answers)."""
     doc: dict[str, Any] = {"id": ingest.id, "status": ingest.status, "message_id": ingest.message_id,
                            "received_at": ingest.received_at.isoformat() if ingest.received_at else None,
@@ -225,6 +350,14 @@ def ingest_summary(ingest: SensorIngest) -> dict[str, Any]:
                    readings={"total": ingest.readings_total, "stored": ingest.readings_stored,
                              "duplicate": ingest.readings_duplicate, "rejected": ingest.readings_rejected},
                    error_counts=ingest.error_counts or {}, errors=ingest.errors or [])
+        if ingest.readings_over_allowance:
+            billing = f"/t/{tenant_slug}/billing" if tenant_slug else "the workspace's billing page"
+            doc["over_allowance"] = {
+                "readings": ingest.readings_over_allowance,
+                "detail": f"{ingest.readings_over_allowance} of the readings stored went beyond your plan's "
+                          f"monthly allowance of {READINGS_METRIC.replace('_', ' ')}; they are kept all the "
+                          f"same. Upgrade your plan at {billing}.",
+            }
     elif ingest.status == "failed":
         doc.update(processed_at=ingest.processed_at.isoformat() if ingest.processed_at else None,
                    failure=ingest.failure)

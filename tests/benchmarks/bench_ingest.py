@@ -1,10 +1,17 @@
 """Sensor ingestion end to end against a raw COPY of the same rows into the same database, in the same run.
 
-Prints bench.ingest_readings_per_s (from the first POST to the last reading stored *and analysed*: real HTTP
-server, OAuth2 gateway token, payload stored, a real `batchline worker` process running the ingest and
-analysis jobs), bench.copy_readings_per_s (psycopg COPY of the same readings straight into the same
-partitioned `sensor_readings` table of another tenant of the same database) and bench.ingest_vs_copy_ratio.
-BENCH_SAMPLES (readings per sensor, 10 sensors) and BENCH_WORKERS (worker processes) size the run.
+Prints bench.ingest_readings_per_s: from the first POST to the last reading stored *and analysed* (real HTTP
+server, one OAuth2 client per gateway, GATEWAYS gateways posting concurrently, payloads stored, real
+`batchline worker` processes running the ingest jobs, which COPY, attach and analyse). The clock stops when
+every payload is processed, no job is pending, and every reading has been judged by the rules except the
+last `analysis.LAG` of each sensor, which the spike check can only judge once later readings arrive.
+bench.copy_readings_per_s: the same readings COPYed straight into the same partitioned `sensor_readings` table
+of another tenant of the same database, as one binary COPY built before the clock starts (the fastest raw
+load psycopg can do; the text COPY of the same rows is printed for reference); bench.ingest_vs_copy_ratio.
+
+BENCH_SAMPLES (readings per sensor), BENCH_GATEWAYS, BENCH_PER_POST (samples per sensor per payload) and
+BENCH_WORKERS (worker processes, default 2: one per core of this machine) size the run. Payload bodies are
+serialised before the clock starts: turning readings into JSON is the gateway's work, on its own machine.
 """
 
 from __future__ import annotations
@@ -15,45 +22,106 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import orjson
 from _harness import bench_app, report
+from rq import Worker
 from sqlalchemy import func, select, text
 from werkzeug.serving import make_server
 
 from app.api import services as api_services
-from app.core.jobs import OutboxMessage
+from app.core.jobs import OutboxMessage, redis_connection
 from app.core.tenancy import control_session, tenant_transaction
 from app.plant import services as plant
-from app.sensors.gateway import IngestClient, Reading
+from app.sensors.analysis import LAG
+from app.sensors.gateway import IngestClient
 from app.sensors.models import SensorIngest
+from app.sensors.services import Loaded, copy_readings
 from app.tenancy.services import create_tenant
 
-SENSORS = 10
-SAMPLES = int(os.environ.get("BENCH_SAMPLES", "20000"))  # per sensor: 200,000 readings by default
-PER_POST = 2_000  # samples per payload (x 10 sensors = 20,000 readings, about 1.7 MB of JSON)
+SENSORS = 10  # per gateway, on the gateway's own bioreactor
+GATEWAYS = int(os.environ.get("BENCH_GATEWAYS", "4"))
+SAMPLES = int(os.environ.get("BENCH_SAMPLES", "10000"))  # per sensor: 400,000 readings by default
+PER_POST = int(os.environ.get("BENCH_PER_POST", "2500"))  # x 10 sensors = 25,000 readings, about 2.1 MB of JSON
 START = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 def _plant(db, slug: str) -> tuple:
+    """A tenant with one bioreactor of SENSORS temperature probes per gateway; return it and the sensor ids."""
     tenant = create_tenant(db, slug=slug, name=slug, admin_email=f"admin@{slug}.example.com",
                            admin_password="bench password 123")
+    ids = []
     with tenant_transaction(tenant.ref) as session:
         site = plant.create_site(session, code="S1", name="Site", timezone="UTC")
         line = plant.create_line(session, site_id=site.id, code="L1", name="Line")
-        equipment = plant.create_equipment(session, tag="BR-1", name="Bioreactor", equipment_class="bioreactor",
-                                           line_id=line.id)
-        sensors = [plant.create_sensor(session, tag=f"S{i:02d}", equipment_id=equipment.id, quantity_kind="temp",
-                                       unit="C", range_low=0, range_high=100, sampling_period_s=1).id
-                   for i in range(SENSORS)]
-    return tenant, sensors
+        for g in range(GATEWAYS):
+            equipment = plant.create_equipment(session, tag=f"BR-{g}", name="Bioreactor",
+                                               equipment_class="bioreactor", line_id=line.id)
+            ids.append([plant.create_sensor(session, tag=f"G{g}S{i:02d}", equipment_id=equipment.id,
+                                            quantity_kind="temp", unit="C", range_low=0, range_high=100,
+                                            sampling_period_s=1).id
+                        for i in range(SENSORS)])
+    return tenant, ids
 
 
 def _values() -> np.ndarray:
     rng = np.random.default_rng(7)
-    return np.round(37.0 + rng.normal(0, 0.05, (SENSORS, SAMPLES)), 5)
+    return np.round(37.0 + rng.normal(0, 0.05, (GATEWAYS, SENSORS, SAMPLES)), 5)
+
+
+def _bodies(values: np.ndarray, stamps: list[str]) -> list[list[bytes]]:
+    """Per gateway, its payloads in order (each with a message id), as a gateway would send them."""
+    bodies = []
+    for g in range(GATEWAYS):
+        mine = []
+        for start in range(0, SAMPLES, PER_POST):
+            readings = [{"sensor": f"G{g}S{s:02d}", "ts": stamps[i], "value": float(values[g, s, i])}
+                        for i in range(start, min(start + PER_POST, SAMPLES)) for s in range(SENSORS)]
+            mine.append(orjson.dumps({"readings": readings, "message_id": f"gw{g}-{start}"}))
+        bodies.append(mine)
+    return bodies
+
+
+def _done(tenant, expected_posts: int, judged: int) -> bool:
+    """True once every payload is processed, no job is pending and every judgeable reading was judged."""
+    with tenant_transaction(tenant.ref) as session:
+        pending = session.scalar(select(func.count()).select_from(OutboxMessage)
+                                 .where(OutboxMessage.finished_at.is_(None)))
+        processed = session.scalar(select(func.count()).select_from(SensorIngest)
+                                   .where(SensorIngest.status == "processed"))
+        analysed = session.scalar(text("SELECT coalesce(sum(n_seen), 0) FROM sensor_analysis_state"))
+    return pending == 0 and processed == expected_posts and analysed == judged
+
+
+def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime], stamps: list[str]) -> float:
+    """Seconds to COPY the same readings into a fresh tenant's `sensor_readings`, commit included."""
+    tenant, ids = _plant(db, f"ingest-copy-{kind}")
+    total = values.size
+    if kind == "binary":
+        sensor_ids = np.repeat(np.asarray(ids, dtype=np.int64)[:, :, None], SAMPLES, axis=2).ravel()
+        times = np.tile(np.array(moments, dtype="datetime64[us]"), GATEWAYS * SENSORS)
+        none = np.full(total, -1, dtype=np.int64)
+        data: bytes | str = Loaded(sensor_ids, times, values.ravel(), np.zeros(total, dtype=np.int16),
+                                   none, none).copy_binary(0)
+    else:
+        data = "".join(f"{ids[g][s]}\t{stamps[i]}\t{float(values[g, s, i])!r}\t0\t0\t\\N\t\\N\n"
+                       for g in range(GATEWAYS) for s in range(SENSORS) for i in range(SAMPLES))
+    with tenant_transaction(tenant.ref) as session:
+        session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": START.date()})
+    started = time.perf_counter()
+    with tenant_transaction(tenant.ref) as session:
+        if kind == "binary":
+            assert copy_readings(session, data, total) == (total, 0)  # type: ignore[arg-type]
+        else:
+            with session.connection().connection.driver_connection.cursor() as cur, cur.copy(
+                    "COPY sensor_readings (sensor_id, ts, value, quality, ingest_id, batch_id, step_id) "
+                    "FROM STDIN") as copy:
+                copy.write(data)
+    return time.perf_counter() - started  # the commit included, like the ingest path's
 
 
 def main() -> None:
@@ -62,47 +130,52 @@ def main() -> None:
     app = bench_app("ingest")
     db = app.extensions["batchline.db"]
     values = _values()
-    stamps = [START + timedelta(seconds=i) for i in range(SAMPLES)]
-    total = SENSORS * SAMPLES
+    moments = [START + timedelta(seconds=i) for i in range(SAMPLES)]
+    stamps = [m.isoformat() for m in moments]
+    total = GATEWAYS * SENSORS * SAMPLES
+    judged = total - GATEWAYS * SENSORS * LAG
+    bodies = _bodies(values, stamps)
+    posts = sum(len(b) for b in bodies)
     with app.app_context():
         tenant, _ = _plant(db, "ingest-e2e")
-        copy_tenant, copy_ids = _plant(db, "ingest-copy")
+        creds = []
         with control_session() as session:
-            creds = api_services.create_oauth_client(session, tenant_id=tenant.ref.id, name="bench",
-                                                     scopes=["ingest"], created_by_user_id=None)
-        batches = []
-        for start in range(0, SAMPLES, PER_POST):
-            batches.append([Reading(sensor=f"S{s:02d}", ts=stamps[i], value=float(values[s, i]))
-                            for i in range(start, start + PER_POST) for s in range(SENSORS)])
+            for g in range(GATEWAYS):
+                creds.append(api_services.create_oauth_client(session, tenant_id=tenant.ref.id, name=f"gw{g}",
+                                                              scopes=["ingest"], created_by_user_id=None))
         config = app.config
         env = {**os.environ, "DATABASE_URL": config["DATABASE_URL"], "REDIS_URL": config["REDIS_URL"],
                "BATCHLINE_SECRET_KEY": config["SECRET_KEY"]}
-        # One worker process per core (BENCH_WORKERS, default 2), as a deployment on this machine would run.
         workers = [subprocess.Popen([str(Path(sys.executable).parent / "batchline"), "worker", "ingest", "analysis"],
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                    for _ in range(int(os.environ.get("BENCH_WORKERS", "2")))]
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            client = IngestClient(f"http://127.0.0.1:{server.port}", creds.client_id, creds.secret)
-            client.token()
-            time.sleep(3)  # let the worker process start up before the clock runs
+            clients = [IngestClient(f"http://127.0.0.1:{server.port}", c.client_id, c.secret) for c in creds]
+            for client in clients:
+                client.token()
+            # The clock starts once every worker process has started and registered with Redis (listening).
+            conn = redis_connection(app)
+            while len([w for w in Worker.all(connection=conn) if w.pid in {p.pid for p in workers}]) < len(workers):
+                assert all(p.poll() is None for p in workers), "a worker process died on start-up"
+                time.sleep(0.2)
+
+            def gateway(g: int) -> None:
+                for body in bodies[g]:
+                    clients[g].post_body(body)
+
             started = time.perf_counter()
-            for batch in batches:
-                client.post(batch)
-            while True:
-                with tenant_transaction(tenant.ref) as session:
-                    pending = session.scalar(select(func.count()).select_from(OutboxMessage)
-                                             .where(OutboxMessage.finished_at.is_(None)))
-                    processed = session.scalar(select(func.count()).select_from(SensorIngest)
-                                               .where(SensorIngest.status == "processed"))
-                if pending == 0 and processed == len(batches):
-                    break
-                time.sleep(0.05)
+            with ThreadPoolExecutor(GATEWAYS) as pool:
+                list(pool.map(gateway, range(GATEWAYS)))
+            posted_s = time.perf_counter() - started
+            while not _done(tenant, posts, judged):
+                assert time.perf_counter() - started < 900, "not all stored and analysed after 15 minutes"
+                time.sleep(0.02)
             ingest_s = time.perf_counter() - started
             with tenant_transaction(tenant.ref) as session:
                 stored = session.scalar(text("SELECT count(*) FROM sensor_readings"))
-                analysed = session.scalar(text("SELECT sum(n_seen) FROM sensor_analysis_state"))
+                episodes = session.scalar(text("SELECT count(*) FROM sensor_episodes"))
             assert stored == total, f"stored {stored} of {total}"
         finally:
             server.shutdown()
@@ -110,19 +183,11 @@ def main() -> None:
                 worker.terminate()
                 worker.wait(30)
 
-        rows = "".join(f"{copy_ids[s]}\t{stamps[i].isoformat()}\t{float(values[s, i])!r}\t0\t0\n"
-                       for i in range(SAMPLES) for s in range(SENSORS))
-        with tenant_transaction(copy_tenant.ref) as session:
-            session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": START.date()})
-        with tenant_transaction(copy_tenant.ref) as session:
-            raw = session.connection().connection.driver_connection
-            copy_started = time.perf_counter()
-            with raw.cursor() as cur, cur.copy(
-                    "COPY sensor_readings (sensor_id, ts, value, quality, ingest_id) FROM STDIN") as copy:
-                copy.write(rows)
-        copy_s = time.perf_counter() - copy_started  # includes the commit, like the ingest path
-    print(f"# {total} readings; analysed {analysed}; {len(workers)} workers; e2e {ingest_s:.2f}s, "
-          f"copy {copy_s:.2f}s", flush=True)
+        copies = {kind: _timed_copy(db, kind, values, moments, stamps) for kind in ("text", "binary")}
+    copy_s = min(copies.values())
+    print(f"# {total} readings from {GATEWAYS} gateways in {posts} payloads; {len(workers)} workers; "
+          f"all posted (202) after {posted_s:.2f}s, stored and analysed after {ingest_s:.2f}s; "
+          f"{episodes} episodes; COPY text {copies['text']:.2f}s, binary {copies['binary']:.2f}s", flush=True)
     report("ingest_readings_per_s", total / ingest_s, "readings/s")
     report("copy_readings_per_s", total / copy_s, "readings/s")
     report("ingest_vs_copy_ratio", (total / ingest_s) / (total / copy_s), "x")

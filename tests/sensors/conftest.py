@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -10,10 +11,12 @@ from typing import Any
 
 import pytest
 import redis
+from flask import current_app
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from sqlalchemy import func, select
 
-from app.core.jobs import QUEUES, redis_connection
+from app.core.jobs import QUEUES, OutboxMessage, redis_connection, relay_tenant
 from app.core.tenancy import TenantRef, tenant_transaction
 from app.plant import services as plant
 from app.tenancy.services import ProvisionedTenant
@@ -67,6 +70,28 @@ def burst(conn: redis.Redis | None = None) -> None:
     """Run every queued job (and the jobs they queue) in this process, as a real RQ worker does."""
     SimpleWorker(list(QUEUES), connection=conn or redis_connection(),
                  serializer=JSONSerializer).work(burst=True)
+
+
+def settle(ref: TenantRef, *, timeout_s: float = 60.0) -> None:
+    """Run the tenant's jobs until none is unfinished, as the relay and a worker with a scheduler would.
+
+    On a loaded machine a push to Redis can time out after the commit (the row waits for the relay) and a job
+    can fail once and wait for its retry: a single `burst()` then returns with work left. This relays what
+    waits, runs what is queued or due, and stops when every outbox row of the tenant is finished.
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        relay_tenant(app, ref, min_age_s=0, lost_after_s=0)
+        SimpleWorker(list(QUEUES), connection=redis_connection(),
+                     serializer=JSONSerializer).work(burst=True, with_scheduler=True)
+        with tenant_transaction(ref) as session:
+            waiting = session.scalar(select(func.count()).select_from(OutboxMessage)
+                                     .where(OutboxMessage.finished_at.is_(None)))
+        if not waiting:
+            return
+        assert time.monotonic() < deadline, f"{waiting} jobs of tenant {ref.slug} still unfinished after {timeout_s}s"
+        time.sleep(0.5)
 
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)

@@ -79,7 +79,9 @@ def test_one_sigma_shift_opens_one_episode_within_about_ten_samples_across_paylo
     # ARL(1 sigma) is about 11 samples; the median delay is measured by `make bench`, the tail allowed here.
     assert B <= shift.start_index <= B + 40
     assert shift.start_ts == T0 + timedelta(seconds=shift.start_index)
-    assert shift.is_open and shift.end_index >= B + 180  # extended while it lasts, payload after payload
+    # Extended while it lasts (a 1-sigma shift alarms on and off near the limit: its last alarm may be a few
+    # samples before the end of the series).
+    assert shift.is_open and shift.end_index >= B + 160
     assert shift.spec["rule"] == "shift" and shift.spec["model_version"].startswith("batchline.detection")
     assert {"mean", "sigma", "phi", "lambda", "k", "h", "arl0"} <= set(shift.spec["params"])
     with tenant_transaction(plant.ref) as session:

@@ -268,6 +268,17 @@ def test_design_reproduces_the_published_tables() -> None:
     assert d.design_cusum(1000.0).h > d.design_cusum(370.0).h
 
 
+def test_the_precomputed_default_design_is_what_the_design_functions_compute(monkeypatch) -> None:
+    table = dict(d.PRECOMPUTED_DESIGNS)
+    assert d.design_detector(370.0) == d.DetectorDesign(table["ewma", 740.0, 0.1], table["cusum", 740.0, 0.5], 370.0)
+    monkeypatch.setattr(d, "PRECOMPUTED_DESIGNS", {})  # compute them again, bypassing the table and the cache
+    for (kind, arl0, parameter), expected in table.items():
+        if kind == "ewma":
+            assert d.design_ewma.__wrapped__(arl0, lam=parameter) == expected
+        else:
+            assert d.design_cusum.__wrapped__(arl0, k=parameter) == expected
+
+
 def test_recommended_detector_keeps_its_arl0_and_catches_one_sigma_in_about_ten() -> None:
     design = d.design_detector(370.0)
     rng = np.random.default_rng(17)
@@ -518,3 +529,27 @@ def test_extending_refuses_overlapping_windows_and_foreign_rules() -> None:
         d.extend_episodes(episode, alarm, np.arange(3), np.ones(3), rule="ewma", index_offset=2)
     with pytest.raises(ValueError, match="cannot extend"):
         d.extend_episodes(episode, alarm, np.arange(3), np.ones(3), rule="cusum", index_offset=3)
+
+
+def test_an_excursion_episode_ends_within_a_few_samples_of_the_return_to_target() -> None:
+    """The shift detector holds its statistics under ceilings, so a large excursion leaves no big sum to drain.
+
+    Without them the episode of a 3-sigma excursion of 200 samples outlasts it by 600+ samples, and a 1-sigma
+    one by ~90 (median); with them, by a few samples, and a sustained 1-sigma shift still stays one episode.
+    """
+    model_rng = np.random.default_rng(30)
+    model = d.fit_in_control(37.0 + 0.05 * lfilter([1.0], [1.0, -0.3], model_rng.standard_normal(5000)))
+    sigma = 0.05 / np.sqrt(1 - 0.3**2)  # of the readings
+    for size in (1.0, 3.0, 6.0):
+        late, split = [], 0
+        for seed in range(20):
+            rng = np.random.default_rng(seed)
+            values = 37.0 + 0.05 * lfilter([1.0], [1.0, -0.3], rng.standard_normal(1200))
+            values[400:600] += size * sigma  # 200 samples away from target, then back
+            alarm = d.shift_detector(values, model=model).alarm
+            episodes = d.find_episodes(alarm, np.arange(values.size), values, rule="shift", gap_tolerance=30)
+            excursion = [e for e in episodes if e.start_index < 600 and e.end_index >= 400]
+            split += len(excursion) != 1
+            late.append(excursion[-1].end_index - 599)  # samples the episode outlasts the excursion
+        assert np.median(late) <= 10, (size, late)
+        assert split <= (2 if size == 1.0 else 0), (size, split)
