@@ -78,7 +78,7 @@ def test_line_limit_uses_the_counter_an_area_registers(app, billing_keys, make_t
                         services.UsageCounterFn(count=lambda session, tenant_id: 1, plane="control"))
     with control_session() as session:
         services.start_trial(session, tenant_id=tenant.ref.id, plan="starter")
-        with pytest.raises(PaymentRequired, match="includes 1 lines and areas; you have 1"):
+        with pytest.raises(PaymentRequired, match="includes 1 lines; you have 1"):
             services.require_capacity(session, tenant_id=tenant.ref.id, entitlement="lines")
 
 
