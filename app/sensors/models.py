@@ -281,3 +281,5 @@ for _model in (SensorIngest, SensorEpisode, PcaModel):
 register_record_type("sensor_ingest", label="Sensor ingest", table="sensor_ingests")
 register_record_type("sensor_episode", label="Sensor exception episode", table="sensor_episodes")
 register_record_type("sensor_pca_model", label="PCA monitoring model", table="sensor_pca_models")
+# A sensor's in-control model lives in its analysis state (working data); its history is the audit trail's.
+register_record_type("sensor_baseline", label="Sensor in-control baseline")

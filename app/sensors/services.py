@@ -420,6 +420,11 @@ def train_pca_model(session: Session, *, equipment_id: int, start: datetime, end
                      trained_from=start, trained_to=end)
     session.add(model)
     session.flush()
+    # The model decides which multivariate excursions become exceptions: who trained it, on what, is audited.
+    record(session, action="create", record_type="sensor_pca_model", record_id=model.id,
+           new={"equipment_id": equipment_id, "phase": phase, "sensor_ids": sensor_ids, "bucket_s": bucket_s,
+                "model_version": model.model_version, "trained_from": start, "trained_to": end,
+                "samples": int(complete.shape[0]), "variance": variance})
     return model
 
 

@@ -236,6 +236,9 @@ def test_pca_monitor_trained_on_reference_data_flags_a_broken_correlation(app, m
         model = services.train_pca_model(session, equipment_id=plant.equipment_id, start=T0,
                                          end=T0 + timedelta(seconds=400), bucket_s=1)
         model_id, version = model.id, model.model_version
+        trained = session.scalars(select(AuditEvent).where(AuditEvent.record_type == "sensor_pca_model",
+                                                           AuditEvent.record_id == str(model_id))).one()
+    assert (trained.action, trained.new_values["model_version"]) == ("create", version)
     test = _correlated(300, seed=12)
     # From sample 150 dissolved oxygen stops following the process (a fouled probe, say): every sensor stays
     # inside its own band, only the correlation breaks.
