@@ -287,7 +287,8 @@ def security_headers(response: Any) -> Any:
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if request.is_secure:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    if request.endpoint != "static" and current_user.is_authenticated:
-        # Batch records on a shared tablet must not come back from the browser cache after sign-out.
+    if request.endpoint != "static" and session.get("_user_id") is not None:
+        # Batch records on a shared tablet must not come back from the browser cache after sign-out. A signed-in
+        # session is enough to say so: loading the user here would cost a query on requests that need none.
         headers["Cache-Control"] = "no-store"
     return response
