@@ -22,12 +22,14 @@ from tests.support import recreate_database  # noqa: E402
 
 
 def bench_app(name: str) -> Flask:
-    """An app on a fresh database `batchline_bench_<name>` (BENCH_DATABASE_URL / TEST_DATABASE_URL server)."""
+    """An app on a fresh database `batchline_bench_<name>` (BENCH_DATABASE_URL / TEST_DATABASE_URL server), or
+    BENCH_DATABASE_NAME when set (several checkouts benchmarking on one server each use a name of their own)."""
     base = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL") or embedded_postgres_url(
         REPO_ROOT / "instance" / "test-pg", database="postgres")
     from sqlalchemy.engine import make_url
 
-    url = recreate_database(make_url(base).set(database=f"batchline_bench_{name}").render_as_string(False))
+    database = os.environ.get("BENCH_DATABASE_NAME") or f"batchline_bench_{name}"
+    url = recreate_database(make_url(base).set(database=database).render_as_string(False))
     redis_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("TEST_REDIS_URL") or embedded_redis_url(
         REPO_ROOT / "instance" / "test-redis")
     # The database is new, so its outbox ids start again at 1: jobs a previous run left in Redis under the same
