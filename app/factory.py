@@ -234,14 +234,11 @@ def _register_errors(app: Flask) -> None:
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> Any:
-    from app.accounts.models import User
-    from app.core.tenancy import control_session
+    from app.core.web import load_signed_in_user
 
     try:
         uid = int(user_id)
     except (TypeError, ValueError):
         return None
-    with control_session() as session:
-        user = session.get(User, uid)
     # Deactivated or locked accounts stop working on their very next request, whatever session they hold.
-    return user if user is not None and user.is_active else None
+    return load_signed_in_user(uid)

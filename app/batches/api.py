@@ -272,7 +272,7 @@ def enter(batch_id: int, step_id: int) -> Any:
             acknowledgement=body.acknowledgement,
             override=override_from(body.override.model_dump() if body.override else None),
             device=device_clock(body.device_time, body.device_sent_at), upload=upload)
-        return _entry_reply(result)
+    return _entry_reply(result)  # after the commit: the tenant's audit chain is not held while it serialises
 
 
 @bp.post(f"{PREFIX}/<int:batch_id>/entries/<int:entry_id>/corrections")
@@ -287,7 +287,7 @@ def correct(batch_id: int, entry_id: int) -> Any:
             acknowledgement=body.acknowledgement,
             override=override_from(body.override.model_dump() if body.override else None),
             device=device_clock(body.device_time, body.device_sent_at), upload=upload)
-        return _entry_reply(result)
+    return _entry_reply(result)  # after the commit: the tenant's audit chain is not held while it serialises
 
 
 @bp.post(f"{PREFIX}/<int:batch_id>/steps/<int:step_id>/signatures")

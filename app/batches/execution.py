@@ -13,9 +13,10 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.orm import Session, defer
 
 from app import esign
@@ -125,21 +126,25 @@ class StepContext:
     settings: BatchSettings
 
 
+@cache
+def _load_statement(lock: bool) -> Select[Any]:
+    """The statement `_load` runs, built once per variant (constructing it cost more than running it)."""
+    query = (select(StepExecution, Batch, ControlRecipe, BatchSettings, func.now())
+             .join(Batch, Batch.id == StepExecution.batch_id)
+             .join(ControlRecipe, ControlRecipe.id == StepExecution.control_recipe_id)
+             .join(BatchSettings, BatchSettings.id == 1)
+             .options(defer(ControlRecipe.document))
+             .where(StepExecution.id == bindparam("step_id"), StepExecution.batch_id == bindparam("batch_id")))
+    return query.with_for_update(of=Batch, key_share=True) if lock else query
+
+
 def _load(session: Session, *, batch_id: int, step_id: int, lock: bool = True) -> StepContext:
     """Load (and lock) what a step action needs in one statement: every entry on a tablet starts here.
 
     The control recipe's document is not read unless this process has not parsed it yet (it is cached by its
     content hash, and a control recipe never changes).
     """
-    query = (select(StepExecution, Batch, ControlRecipe, BatchSettings, func.now())
-             .join(Batch, Batch.id == StepExecution.batch_id)
-             .join(ControlRecipe, ControlRecipe.id == StepExecution.control_recipe_id)
-             .join(BatchSettings, BatchSettings.id == 1)
-             .options(defer(ControlRecipe.document))
-             .where(StepExecution.id == int(step_id), StepExecution.batch_id == int(batch_id)))
-    if lock:
-        query = query.with_for_update(of=Batch, key_share=True)
-    row = session.execute(query).first()
+    row = session.execute(_load_statement(lock), {"step_id": int(step_id), "batch_id": int(batch_id)}).first()
     if row is None:
         raise NotFound(f"batch {batch_id} has no step {step_id}")
     step, batch, control, settings, now = row
@@ -171,14 +176,23 @@ def _steps(session: Session, batch_id: int) -> dict[str, StepExecution]:
     return {s.phase_key: s for s in session.scalars(select(StepExecution).where(StepExecution.batch_id == batch_id))}
 
 
+@cache
+def _current_entries_statement(one_capture: bool) -> Select[Any]:
+    superseded = select(StepEntry.supersedes_id).where(StepEntry.step_execution_id == bindparam("step_id"),
+                                                       StepEntry.supersedes_id.is_not(None))
+    query = select(StepEntry).where(StepEntry.step_execution_id == bindparam("step_id"),
+                                    StepEntry.id.not_in(superseded))
+    if one_capture:
+        query = query.where(StepEntry.capture_key == bindparam("capture_key"))
+    return query.order_by(StepEntry.id)
+
+
 def current_entries(session: Session, step_id: int, capture_key: str | None = None) -> dict[str, StepEntry]:
     """The entries in force of a step (not superseded), by capture key (optionally of one capture only)."""
-    superseded = select(StepEntry.supersedes_id).where(StepEntry.step_execution_id == step_id,
-                                                       StepEntry.supersedes_id.is_not(None))
-    query = select(StepEntry).where(StepEntry.step_execution_id == step_id, StepEntry.id.not_in(superseded))
+    params: dict[str, Any] = {"step_id": int(step_id)}
     if capture_key is not None:
-        query = query.where(StepEntry.capture_key == capture_key)
-    rows = session.scalars(query.order_by(StepEntry.id))
+        params["capture_key"] = capture_key
+    rows = session.scalars(_current_entries_statement(capture_key is not None), params)
     return {row.capture_key: row for row in rows}
 
 
@@ -456,9 +470,12 @@ def _clean_key(key: Any) -> str:
     return key
 
 
+_REPLAY = select(StepEntry).where(StepEntry.batch_id == bindparam("batch_id"),
+                                  StepEntry.idempotency_key == bindparam("key"))
+
+
 def _replay(session: Session, batch: Batch, key: str, *, step_id: int, capture_key: str) -> EntryResult | None:
-    existing = session.scalar(select(StepEntry).where(StepEntry.batch_id == batch.id,
-                                                      StepEntry.idempotency_key == key))
+    existing = session.scalar(_REPLAY, {"batch_id": batch.id, "key": key})
     if existing is None:
         return None
     if existing.step_execution_id != int(step_id) or existing.capture_key != capture_key:

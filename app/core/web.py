@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import cache
 from typing import Any, TypeVar
 
-from flask import Blueprint, abort, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    has_request_context,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import Select, any_, bindparam, func, select
 
 from app.core.permissions import permissions_of
-from app.core.tenancy import Actor, TenantRef, control_session, current_db, tenant_ref
+from app.core.tenancy import Actor, TenantRef, control_lookup, current_db, tenant_ref
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,36 +89,72 @@ def _wants_json() -> bool:
     return request.path.startswith(("/api/", "/t/")) and "/api/" in request.path
 
 
-def _resolve_tenant_member() -> Any:
-    """Resolve slug -> tenant and current user -> membership; anything else is a 404 (never a hint)."""
-    from app.accounts.models import Membership, TenantRole  # accounts builds on core
+#: Tenant statuses whose members reach the tenant's pages; any other status answers 404 like a wrong slug.
+OPEN_TENANT_STATUSES = ("active", "read_only", "suspended")
+
+
+@cache
+def _user_and_membership() -> Select[Any]:
+    """One statement for what every tenant request needs: the user `:user_id`, their active membership of the
+    open tenant `:slug` and the permissions of the tenant's custom roles among theirs (membership columns NULL
+    when they are not a member). Built once: constructing it costs more than running it."""
+    from app.accounts.models import Membership, TenantRole, User  # accounts builds on core
     from app.tenancy.models import Tenant
 
-    if not current_user.is_authenticated:
+    custom = (select(func.json_object_agg(TenantRole.name, TenantRole.permissions))
+              .where(TenantRole.tenant_id == Tenant.id, TenantRole.active.is_(True),
+                     TenantRole.name == any_(Membership.roles))
+              .scalar_subquery())
+    member = (select(Membership.user_id, Membership.id.label("member_id"), Membership.roles,
+                     Tenant.id.label("tenant_id"), Tenant.slug, Tenant.status, custom.label("custom"))
+              .join(Tenant, Tenant.id == Membership.tenant_id)
+              .where(Tenant.slug == bindparam("slug"), Tenant.status.in_(OPEN_TENANT_STATUSES),
+                     Membership.active.is_(True))
+              .subquery("member"))
+    return (select(User, member.c.member_id, member.c.roles, member.c.tenant_id, member.c.slug, member.c.status,
+                   member.c.custom)
+            .outerjoin(member, member.c.user_id == User.id)
+            .where(User.id == bindparam("user_id")))
+
+
+def load_signed_in_user(user_id: int) -> Any:
+    """The signed-in user for flask-login (None when deactivated or locked, so that ends the session at once).
+
+    On a tenant route the membership comes in the same statement and is kept for `_resolve_tenant_member`: one
+    control-plane round trip per request instead of three.
+    """
+    from app.accounts.models import User
+
+    slug = g.get("tenant_slug") if has_request_context() else None
+    with control_lookup() as control:
+        if slug is None:
+            user = control.get(User, user_id)
+        else:
+            row = control.execute(_user_and_membership(), {"user_id": user_id, "slug": slug}).first()
+            user = row.User if row is not None else None
+            g.tenant_membership = (user_id, row if row is not None and row.member_id is not None else None)
+    return user if user is not None and user.is_active else None
+
+
+def _resolve_tenant_member() -> Any:
+    """Resolve slug -> tenant and current user -> membership; anything else is a 404 (never a hint)."""
+    if not current_user.is_authenticated:  # loads the user, and on this route the membership with it
         return _to_sign_in()
-    db = current_db()
-    with control_session(db=db) as control:
-        row = control.execute(
-            select(Tenant.id, Tenant.slug, Tenant.status, Membership.id.label("member_id"), Membership.roles)
-            .join(Membership, Membership.tenant_id == Tenant.id)
-            .where(
-                Tenant.slug == g.tenant_slug,
-                Tenant.status.in_(("active", "read_only", "suspended")),
-                Membership.user_id == current_user.id,
-                Membership.active.is_(True),
-            )
-        ).first()
+    found = g.pop("tenant_membership", None)
+    if found is not None and found[0] == current_user.id:
+        row = found[1]
+    else:  # the user was put in place without the loader (signed in during this request)
+        with control_lookup() as control:
+            row = control.execute(_user_and_membership(), {"user_id": current_user.id, "slug": g.tenant_slug}).first()
+        row = row if row is not None and row.member_id is not None else None
     if row is None:
         abort(404)
-    g.tenant = tenant_ref(row.id, db=db, slug=row.slug)
+    db = current_db()
+    g.tenant = tenant_ref(row.tenant_id, db=db, slug=row.slug)
     g.tenant_status = row.status
     g.member_id = row.member_id
     g.member_roles = list(row.roles)
-    with control_session(db=db) as control:
-        custom = {r.name: list(r.permissions) for r in control.execute(
-            select(TenantRole.name, TenantRole.permissions).where(
-                TenantRole.tenant_id == row.id, TenantRole.active.is_(True), TenantRole.name.in_(g.member_roles)))}
-    g.permissions = permissions_of(g.member_roles, custom)
+    g.permissions = permissions_of(g.member_roles, row.custom)
     view = current_app.view_functions.get(request.endpoint or "")
     needed = view_permission(view) if view else None
     if needed is None:
@@ -237,7 +287,8 @@ def security_headers(response: Any) -> Any:
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if request.is_secure:
         headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-    if request.endpoint != "static" and current_user.is_authenticated:
-        # Batch records on a shared tablet must not come back from the browser cache after sign-out.
+    if request.endpoint != "static" and session.get("_user_id") is not None:
+        # Batch records on a shared tablet must not come back from the browser cache after sign-out. A signed-in
+        # session is enough to say so: loading the user here would cost a query on requests that need none.
         headers["Cache-Control"] = "no-store"
     return response

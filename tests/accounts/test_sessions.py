@@ -186,3 +186,28 @@ def test_session_ttl_in_redis_never_exceeds_the_idle_limit(client, make_tenant) 
     time.sleep(0.01)
     client.get(f"/t/{tenant.ref.slug}/")
     assert 0 < redis_connection().ttl(_key(sid)) <= 900
+
+
+def test_a_request_that_changes_nothing_does_not_rewrite_a_fresh_session(client, make_tenant) -> None:
+    tenant = make_tenant()
+    sign_in(client, tenant.admin_email)
+    sid = _sid(client)
+    client.get(f"/t/{tenant.ref.slug}/")  # shows (and so removes) the sign-in notice: a change, written back
+    _age_session(sid, _bl_l=5)  # seen 5 s ago: within the 30 s touch interval
+    seen = _stored(sid)["_bl_l"]
+    response = client.get(f"/t/{tenant.ref.slug}/")
+    assert response.status_code == 200
+    assert _stored(sid)["_bl_l"] == seen  # nothing written back
+    assert "Set-Cookie" not in response.headers and "Cookie" in response.headers.get("Vary", "")
+    assert _sid(client) == sid
+
+
+def test_a_session_last_seen_longer_ago_than_the_touch_interval_is_refreshed(client, make_tenant) -> None:
+    tenant = make_tenant()
+    sign_in(client, tenant.admin_email)
+    sid = _sid(client)
+    _age_session(sid, _bl_l=31)
+    redis_connection().expire(_key(sid), 15 * 60 - 31)  # as the TTL would be after 31 s without a write
+    assert client.get(f"/t/{tenant.ref.slug}/").status_code == 200
+    assert abs(_stored(sid)["_bl_l"] - time.time()) < 5
+    assert redis_connection().ttl(_key(sid)) > 15 * 60 - 10  # the idle timeout counts from now again

@@ -30,6 +30,17 @@ def test_every_post_route_refuses_a_request_without_csrf_token(app, client, make
     assert events(tenant, "member.invited") == []
 
 
+def test_signed_in_responses_are_not_cached_and_signed_out_ones_may_be(client, make_tenant) -> None:
+    tenant = make_tenant()
+    assert "no-store" not in client.get("/login").headers.get("Cache-Control", "")
+    sign_in(client, tenant.admin_email)
+    for url in (f"/t/{tenant.ref.slug}/", "/healthz"):
+        assert client.get(url).headers["Cache-Control"] == "no-store", url
+    static = client.get("/static/batchline.css")
+    static.close()  # the file is streamed
+    assert static.status_code == 200 and "no-store" not in static.headers.get("Cache-Control", "")
+
+
 def test_security_headers(app, client) -> None:
     response = client.get("/login")
     csp = response.headers["Content-Security-Policy"]
