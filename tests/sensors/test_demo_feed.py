@@ -18,7 +18,7 @@ from app.sensors.cli import simulate
 from app.sensors.models import SensorEpisode
 from app.sensors.simulate import seed_demo_bioreactor
 from tests.batches.conftest import key
-from tests.batches.test_demo import _good_value
+from tests.batches.demo_run import good_value
 from tests.sensors.conftest import settle
 from tests.support_saas import live_server
 
@@ -43,7 +43,7 @@ def _run_to_the_first_bioreactor_step(ref, batch_id: int, reactor: int, people, 
             if started.equipment_id == reactor:
                 return step.id
         for capture in phase.captures:
-            raw, upload = _good_value(doc, phase, capture, lots)
+            raw, upload = good_value(doc, phase, capture, lots)
             with tenant_transaction(ref, actor=operator.actor) as session:
                 execution.record_entry(session, batch_id=batch_id, step_id=step.id, capture_key=capture.key,
                                        raw=raw, idempotency_key=key(), control_recipe_hash=control.content_hash,
