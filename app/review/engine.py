@@ -430,12 +430,12 @@ def _critical_windows(ctx: Context) -> list[dict[str, Any]]:
     return out
 
 
-#: One pass over the batch's sensor readings: per sensor and bucket (bucket width <= every gap threshold), the
-#: first and last good reading, whether any reading came from a person rather than a gateway. Gaps longer than a
-#: sensor's threshold always fall between buckets (wherever the buckets start), so comparing each bucket's first
-#: good reading with the previous bucket's last one finds every such gap exactly, without sorting a million rows.
-#: `date_bin` is integer arithmetic on the timestamp (an epoch `extract` is numeric, far dearer per row), and the
-#: aggregate is hashed over parallel workers: one pass, measured at two to three times a bare count(*) of the rows.
+#: Sparse sensors (a few readings per gap threshold): one pass over their readings, per sensor and bucket (bucket
+#: width <= every gap threshold), the first and last good reading, whether any reading came from a person rather
+#: than a gateway. Gaps longer than a sensor's threshold always fall between buckets (wherever the buckets start),
+#: so comparing each bucket's first good reading with the previous bucket's last one finds every such gap exactly,
+#: without sorting the rows. `date_bin` is integer arithmetic on the timestamp; the aggregate is hashed over parallel
+#: workers: one pass, measured at about three times a bare count(*) of the rows.
 SENSOR_SQL = """
 WITH buckets AS (
   SELECT sensor_id, date_bin(make_interval(secs => :width), ts, :lo) AS bucket,
@@ -445,7 +445,8 @@ WITH buckets AS (
          count(*) FILTER (WHERE quality >= 2 OR value IS NULL) AS bad,
          {manual} AS manual
   FROM sensor_readings
-  WHERE sensor_id = ANY(:sensors) AND ts >= :lo AND ts <= :hi AND (batch_id = :batch OR batch_id IS NULL)
+  WHERE sensor_id = ANY(CAST(:sensors AS bigint[])) AND ts >= :lo AND ts <= :hi
+    AND (batch_id = CAST(:batch AS bigint) OR batch_id IS NULL)
   GROUP BY 1, 2
 ), good AS (
   SELECT sensor_id, first_good, last_good,
@@ -458,9 +459,57 @@ UNION ALL
 SELECT 'summary', sensor_id, min(first_good), max(last_good), sum(n), sum(bad), bool_or(manual)
 FROM buckets GROUP BY sensor_id
 """
+
+#: Dense sensors (hundreds of readings or more per gap threshold): the pass only counts readings per sensor (a
+#: hashed count over parallel workers, measured at 1.5-2 bare counts, half the bucketed pass), and the gaps are
+#: walked on the (sensor_id, ts) primary key: from a good reading, the last good reading at most `min_gap` later
+#: (one backward index probe); if there is none, the next good reading is the end of a gap. Each probe moves past
+#: the previous one's window, so a sensor costs about two probes per threshold of its span (plus two per gap),
+#: whatever its sampling rate. The result is the same as the bucketed pass: every pair of consecutive good readings
+#: further apart than `min_gap`, and the first and last good reading.
+DENSE_SENSOR_SQL = """
+WITH RECURSIVE counted AS (
+  SELECT sensor_id, count(*) AS n, count(*) FILTER (WHERE quality >= 2 OR value IS NULL) AS bad,
+         {manual} AS manual
+  FROM sensor_readings
+  WHERE sensor_id = ANY(CAST(:sensors AS bigint[])) AND ts >= :lo AND ts <= :hi
+    AND (batch_id = CAST(:batch AS bigint) OR batch_id IS NULL)
+  GROUP BY sensor_id
+), good AS NOT MATERIALIZED (  -- good readings in scope, read by index probes (inlined in each)
+  SELECT sensor_id, ts FROM sensor_readings
+  WHERE ts >= :lo AND ts <= :hi AND (batch_id = CAST(:batch AS bigint) OR batch_id IS NULL)
+    AND quality < 2 AND value IS NOT NULL
+), ends AS MATERIALIZED (
+  SELECT c.sensor_id, c.n, c.bad, c.manual, f.ts AS first_good, l.ts AS last_good
+  FROM counted c
+  LEFT JOIN LATERAL (SELECT ts FROM good WHERE sensor_id = c.sensor_id ORDER BY ts LIMIT 1) f ON true
+  LEFT JOIN LATERAL (SELECT ts FROM good WHERE sensor_id = c.sensor_id ORDER BY ts DESC LIMIT 1) l ON true
+), walk(sensor_id, t, gap_from) AS (
+  SELECT sensor_id, first_good, NULL::timestamptz FROM ends WHERE first_good IS NOT NULL
+  UNION ALL
+  SELECT w.sensor_id, coalesce(near.ts, far.ts), CASE WHEN near.ts IS NULL THEN w.t END
+  FROM walk w
+  LEFT JOIN LATERAL (SELECT ts FROM good
+                     WHERE sensor_id = w.sensor_id AND ts > w.t AND ts <= w.t + make_interval(secs => :min_gap)
+                     ORDER BY ts DESC LIMIT 1) near ON true
+  LEFT JOIN LATERAL (SELECT ts FROM good
+                     WHERE near.ts IS NULL AND sensor_id = w.sensor_id AND ts > w.t + make_interval(secs => :min_gap)
+                     ORDER BY ts LIMIT 1) far ON true
+  WHERE coalesce(near.ts, far.ts) IS NOT NULL
+)
+SELECT 'gap' AS kind, sensor_id, gap_from AS t1, t AS t2, 0 AS n, 0 AS bad, false AS manual
+FROM walk WHERE gap_from IS NOT NULL
+UNION ALL
+SELECT 'summary', sensor_id, first_good, last_good, n, bad, manual FROM ends
+"""
+#: Both passes cast the ids to bigint, the columns' type: psycopg sends a small Python int as a smallint, and a
+#: cross-type comparison on every reading costs about a tenth of the pass.
+#: A sensor is walked on its index when it samples at least this many readings per gap threshold.
+DENSE_READINGS_PER_GAP = 100
+MANUAL_SQL = "bool_or(ingest_id = ANY(:manual))"
 #: Without payloads posted by people (the usual case) the per-reading test is left out of the pass.
-SENSOR_SCAN_SQL = text(SENSOR_SQL.format(manual="false"))
-SENSOR_SCAN_MANUAL_SQL = text(SENSOR_SQL.format(manual="bool_or(ingest_id = ANY(:manual))"))
+SENSOR_SCANS = {(dense, bool(manual)): text((DENSE_SENSOR_SQL if dense else SENSOR_SQL).format(
+    manual=MANUAL_SQL if manual else "false")) for dense in (False, True) for manual in (False, True)}
 #: Settings of the scan, for its statement only. JIT compilation costs ~100 ms, more than it saves on a query of
 #: a few hundred milliseconds; the buckets are few (the planner, knowing nothing of `date_bin`, guesses a tenth of
 #: the rows), so a hash table fits in a few MB and spares sorting every reading (and spilling it to disk).
@@ -482,6 +531,16 @@ def _with_settings(session: Session, settings: dict[str, str], statement: Any, p
     return rows
 
 
+def scan_readings(session: Session, *, sensor_ids: list[int], batch_id: int, lo: datetime, hi: datetime,
+                  min_gap: float, manual: list[int], walk: bool) -> list[Any]:
+    """Rows of one sensor scan: a `summary` per sensor with readings in scope (first and last good reading,
+    count, bad count, manual) and a `gap` per pair of consecutive good readings more than `min_gap` seconds apart;
+    `walk`: gaps found on the index (dense sensors) rather than by the bucketed pass (same rows either way)."""
+    return _with_settings(session, SCAN_SETTINGS, SENSOR_SCANS[walk, bool(manual)], {
+        "width": min_gap, "min_gap": min_gap, "manual": manual, "sensors": sensor_ids, "lo": lo, "hi": hi,
+        "batch": batch_id})
+
+
 def sensor_scan(ctx: Context, windows: list[dict[str, Any]], sensors: list[Any]) -> dict[int, dict[str, Any]]:
     """Per sensor: its gaps (pairs of consecutive good readings further apart than the smallest threshold),
     first and last good reading, reading count, bad-quality count and whether people posted some of them."""
@@ -495,9 +554,14 @@ def sensor_scan(ctx: Context, windows: list[dict[str, Any]], sensors: list[Any])
     # Payloads posted with a person's own token rather than by a gateway: manual data where automation belongs.
     manual = list(ctx.session.scalars(select(SensorIngest.id).where(
         SensorIngest.source.like("member:%"), SensorIngest.received_at >= lo)))
-    rows = _with_settings(ctx.session, SCAN_SETTINGS, SENSOR_SCAN_MANUAL_SQL if manual else SENSOR_SCAN_SQL, {
-        "width": min(thresholds), "min_gap": min(thresholds), "manual": manual,
-        "sensors": [s.id for s in sensors], "lo": lo, "hi": hi, "batch": ctx.batch.id})
+    min_gap = min(thresholds)
+    dense = [s.id for s in sensors if min_gap >= DENSE_READINGS_PER_GAP * float(s.sampling_period_s)]
+    sparse = [s.id for s in sensors if s.id not in dense]
+    rows = []
+    for ids, walk in ((dense, True), (sparse, False)):
+        if ids:
+            rows += scan_readings(ctx.session, sensor_ids=ids, batch_id=ctx.batch.id, lo=lo, hi=hi,
+                                  min_gap=min_gap, manual=manual, walk=walk)
     out: dict[int, dict[str, Any]] = {s.id: {"gaps": [], "first": None, "last": None, "n": 0, "bad": 0,
                                              "manual": False} for s in sensors}
     for row in rows:
@@ -506,6 +570,8 @@ def sensor_scan(ctx: Context, windows: list[dict[str, Any]], sensors: list[Any])
             item["gaps"].append((row.t1, row.t2))
         else:
             item.update(first=row.t1, last=row.t2, n=int(row.n), bad=int(row.bad), manual=bool(row.manual))
+    for item in out.values():
+        item["gaps"].sort()
     return out
 
 

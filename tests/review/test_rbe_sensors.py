@@ -116,3 +116,63 @@ def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) 
     assert checks["sensor_coverage"]["counts"]["readings"] == len(points) + len(manual)
     # Running the checks again raises nothing new (one exception per episode, per gap).
     assert floor.rbe(batch_id, who=floor.qa).new_exception_ids == []
+
+
+def test_dense_sensor_walk_finds_the_same_gaps_as_the_bucketed_pass(make_review_floor) -> None:
+    """Sensors sampling densely have their gaps walked on the index: the same rows as the bucketed pass over
+    holes, bad-quality stretches, another batch's readings, readings of no batch, a hole exactly at the threshold
+    and readings outside the scanned range."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from app.review.engine import scan_readings
+    from app.sensors.models import SensorIngest
+
+    floor = make_review_floor()
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    ms = timedelta(milliseconds=1)
+    with floor.tx(floor.supervisor) as s:
+        ids = [plant.create_sensor(s, tag=f"DENSE-{n}", equipment_id=floor.reactor_id, quantity_kind="pH",
+                                   unit="pH", range_low=0, range_high=14, sampling_period_s=0.001).id
+               for n in range(3)]
+    with floor.tx() as s:
+        sensor_services.ensure_partitions(s, {base.date().replace(day=1)})
+        ingests = []
+        for source in ("client:gw-dense", "member:7:token:1"):
+            ingest = SensorIngest(source=source, message_id=f"dense-{source}", content_type="csv", payload=b"-",
+                                  size_bytes=0, status="processed")
+            s.add(ingest)
+            s.flush()
+            ingests.append(ingest.id)
+        rows = []
+        for n, sensor_id in enumerate(ids):
+            for i in range(0, 4200, 2):  # a reading every 2 ms for 4.2 s
+                t = base + i * ms
+                if 1000 < i < 1700 or 200 < i < 700 + n:  # a 0.7 s hole; a 0.5 s hole (a gap only when > 0.5 s)
+                    continue
+                bad = 2000 <= i <= 2600 and n != 2  # a stretch of bad quality (some with no value)
+                batch = 99 if 2700 <= i <= 3300 else (None if i % 50 == 0 else 7)  # another batch, no batch
+                rows.append({"sensor_id": sensor_id, "ts": t, "value": None if bad and i % 4 == 0 else 7.0,
+                             "quality": 2 if bad else 0, "ingest_id": ingests[i == 3500 and n == 1],
+                             "batch_id": batch, "step_id": None})
+        s.execute(insert(SensorReading), rows)
+    lo, hi = base + 100 * ms, base + 4100 * ms  # readings outside the range are out of scope
+    with floor.tx() as s:
+        found = {}
+        for walk in (False, True):
+            for manual in ([], [ingests[1]]):
+                found[walk, bool(manual)] = sorted(
+                    tuple(row) for row in scan_readings(s, sensor_ids=ids, batch_id=7, lo=lo, hi=hi, min_gap=0.5,
+                                                        manual=manual, walk=walk))
+    assert found[True, False] == found[False, False]
+    assert found[True, True] == found[False, True]
+    rows = found[True, True]
+    gaps = [(r[1], (r[2] - base) // ms, (r[3] - base) // ms) for r in rows if r[0] == "gap"]
+    assert gaps == sorted([(ids[0], 1000, 1700), (ids[0], 1998, 2602), (ids[0], 2698, 3302),
+                           (ids[1], 200, 702), (ids[1], 1000, 1700), (ids[1], 1998, 2602), (ids[1], 2698, 3302),
+                           (ids[2], 200, 702), (ids[2], 1000, 1700), (ids[2], 2698, 3302)]), gaps
+    summary = {r[1]: r[2:] for r in rows if r[0] == "summary"}
+    assert {k: ((v[0] - base) // ms, (v[1] - base) // ms, v[4]) for k, v in summary.items()} == {
+        ids[0]: (100, 4100, False), ids[1]: (100, 4100, True), ids[2]: (100, 4100, False)}
+    assert summary[ids[0]][3] == summary[ids[1]][3] == 301 and summary[ids[2]][3] == 0  # bad readings counted
