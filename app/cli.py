@@ -140,11 +140,12 @@ def worker(burst: bool, mode: str, queues: tuple[str, ...]) -> None:
     import redis
     from rq.serializers import JSONSerializer
 
-    from app.core.jobs import QUEUES, dispose_pools_after_fork, worker_class
+    from app.core.jobs import QUEUES, dispose_pools_after_fork, import_job_modules, worker_class
 
     config = current_app.config
     names = list(queues or QUEUES)
     cls = worker_class(names, config["WORKER_IN_PROCESS_QUEUES"], mode)
+    import_job_modules()  # before the first job, not during it (and inherited by forked work horses)
     # RQ forks its scheduler (and, in fork mode, a horse per job): none of them may share our pooled connections.
     dispose_pools_after_fork(_db())
     # The worker blocks on BRPOP for minutes: no short socket timeout here, unlike the web client.

@@ -17,8 +17,10 @@ the same machinery on `public.control_outbox`: `enqueue_control(session, "app.ar
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
+import pkgutil
 import threading
 import time
 from collections.abc import Callable
@@ -328,6 +330,22 @@ def worker_class(queues: list[str], in_process_queues: list[str] | tuple[str, ..
     if mode == "auto":
         mode = "in-process" if queues and set(queues) <= set(in_process_queues) else "fork"
     return InProcessWorker if mode == "in-process" else BatchlineWorker
+
+
+def import_job_modules() -> list[str]:
+    """Import every area's `jobs` module (and what it imports) now, so no job pays for it; return their names.
+
+    A worker resolves a job's function by path on its first job: without this, the first job of each worker
+    (and, forking, of each work horse) imports its area's job and analysis modules under the job's clock.
+    """
+    import app
+
+    names = []
+    for area in sorted(m.name for m in pkgutil.iter_modules(app.__path__) if m.ispkg):
+        if importlib.util.find_spec(f"app.{area}.jobs") is not None:
+            importlib.import_module(f"app.{area}.jobs")
+            names.append(f"app.{area}.jobs")
+    return names
 
 
 def dispose_pools_after_fork(db: Database) -> None:

@@ -17,11 +17,13 @@ from sqlalchemy import select
 
 from app.core.embedded import redis_server_binary
 from app.core.jobs import (
+    PERIODIC_JOBS,
     QUEUES,
     BatchlineWorker,
     InProcessWorker,
     OutboxMessage,
     enqueue,
+    import_job_modules,
     job_id,
     redis_connection,
     relay_tenant,
@@ -181,3 +183,9 @@ def test_in_process_worker_keeps_a_long_job_alive_but_only_while_it_runs(app) ->
     watcher.join()
     assert seen == {"status": JobStatus.STARTED, "registered": True}
     assert job.get_status(refresh=True) == JobStatus.FINISHED
+
+
+def test_workers_import_every_job_module_before_their_first_job() -> None:
+    imported = set(import_job_modules())
+    assert {"app.sensors.jobs", "app.core.jobs"} <= imported
+    assert {path.partition(":")[0] for path, _ in PERIODIC_JOBS} <= imported
