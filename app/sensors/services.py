@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -331,7 +332,7 @@ def _analyse(session: Session, ingest_id: int, loaded: Loaded, *, fresh: bool) -
 def _loaded(session: Session, parsed: ParsedReadings, sensors: dict[str, Sensor]) -> Loaded:
     """Refuse readings of unknown sensors and attach the rest to the batch step running on their equipment."""
     id_of = {tag: sensor.id for tag, sensor in sensors.items()}
-    ids = np.fromiter((id_of.get(tag, -1) for tag in parsed.tags), dtype=np.int64, count=len(parsed.tags))
+    ids = np.fromiter(map(id_of.get, parsed.tags, repeat(-1)), dtype=np.int64, count=len(parsed.tags))
     unknown = np.flatnonzero(ids < 0)
     for position in unknown.tolist():
         parsed.refuse(int(parsed.indices[position]), parsed.tags[position],
