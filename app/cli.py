@@ -130,21 +130,29 @@ def tenants_drop(slug: str, yes: bool) -> None:
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--mode", type=click.Choice(["auto", "fork", "in-process"]), default="auto", show_default=True,
+              help="fork: a fresh work horse per job; in-process: jobs run in the worker itself (imports and DB "
+                   "pools reused); auto: in-process when every queue is in WORKER_IN_PROCESS_QUEUES.")
 @click.argument("queues", nargs=-1)
 @with_appcontext
-def worker(burst: bool, queues: tuple[str, ...]) -> None:
+def worker(burst: bool, mode: str, queues: tuple[str, ...]) -> None:
     """Run an RQ worker on the given queues (default: all)."""
     import redis
     from rq.serializers import JSONSerializer
 
-    from app.core.jobs import QUEUES, BatchlineWorker
+    from app.core.jobs import QUEUES, dispose_pools_after_fork, import_job_modules, worker_class
 
     config = current_app.config
+    names = list(queues or QUEUES)
+    cls = worker_class(names, config["WORKER_IN_PROCESS_QUEUES"], mode)
+    import_job_modules()  # before the first job, not during it (and inherited by forked work horses)
+    # RQ forks its scheduler (and, in fork mode, a horse per job): none of them may share our pooled connections.
+    dispose_pools_after_fork(_db())
     # The worker blocks on BRPOP for minutes: no short socket timeout here, unlike the web client.
     conn = redis.Redis.from_url(config["REDIS_URL"])
-    worker = BatchlineWorker(list(queues or QUEUES), connection=conn, serializer=JSONSerializer,
-                             job_monitoring_interval=int(config["WORKER_JOB_MONITORING_INTERVAL_S"]),
-                             maintenance_interval=int(config["WORKER_MAINTENANCE_INTERVAL_S"]))
+    worker = cls(names, connection=conn, serializer=JSONSerializer,
+                 job_monitoring_interval=int(config["WORKER_JOB_MONITORING_INTERVAL_S"]),
+                 maintenance_interval=int(config["WORKER_MAINTENANCE_INTERVAL_S"]))
     worker.heartbeat_grace_s = int(config["WORKER_HEARTBEAT_GRACE_S"])
     # with_scheduler: retries with a back-off interval wait in RQ's scheduled registry; without a scheduler
     # they would never be moved back to their queue.

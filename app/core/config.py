@@ -39,6 +39,9 @@ def defaults() -> dict[str, Any]:
         "WORKER_JOB_MONITORING_INTERVAL_S": 30,
         "WORKER_HEARTBEAT_GRACE_S": 60,
         "WORKER_MAINTENANCE_INTERVAL_S": 60,
+        # `batchline worker` on only these queues runs jobs in process (no fork per job; app, imports and DB pools
+        # reused): short frequent jobs. Other queues (reports, default) keep a forked work horse per job.
+        "WORKER_IN_PROCESS_QUEUES": ["ingest", "analysis"],
         "SESSION_COOKIE_NAME": "batchline_session",
         "SESSION_COOKIE_HTTPONLY": True,
         # Lax, not Strict: the SSO callback is a top-level redirect from the provider and must carry the cookie.

@@ -17,7 +17,11 @@ the same machinery on `public.control_outbox`: `enqueue_control(session, "app.ar
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
+import os
+import pkgutil
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -25,9 +29,10 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 from flask import Flask, current_app
-from rq import Queue, Retry, Worker
+from rq import Queue, Retry, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 from sqlalchemy import Identity, Index, String, Text, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -255,10 +260,11 @@ def relay_all(app: Flask, *, min_age_s: float | None = None) -> int:
     return total
 
 
-class BatchlineWorker(Worker):
-    """RQ worker whose abandoned-job detection uses our heartbeat grace instead of RQ's fixed 60 s."""
+class _HeartbeatGrace:
+    """Abandoned-job detection with our heartbeat grace instead of RQ's fixed 60 s."""
 
     heartbeat_grace_s: int = 60
+    job_monitoring_interval: int
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Return the TTL of the job's next heartbeat: past it, registry maintenance treats the job as abandoned."""
@@ -266,6 +272,93 @@ class BatchlineWorker(Worker):
         if job.timeout and job.timeout > 0:
             interval = min(job.timeout - working_time, interval)
         return int(interval) + self.heartbeat_grace_s
+
+
+class BatchlineWorker(_HeartbeatGrace, Worker):
+    """Forking RQ worker: each job runs in a fresh work horse (a leak or a crash dies with the horse)."""
+
+
+class InProcessWorker(_HeartbeatGrace, SimpleWorker):
+    """RQ worker that runs jobs in its own process, one after the other: no fork, imports and DB pools reused.
+
+    For short, frequent jobs (`ingest`, `analysis`: many a second) a forked work horse costs more than the job:
+    a fork, fresh database connections and lazily imported modules on every job. Here the worker keeps its
+    Flask app and its connection pools across jobs (they are created in this process, never inherited through
+    a fork: `dispose_pools_after_fork` makes any forked child, such as RQ's scheduler, drop its copies).
+
+    What the forking worker guarantees still holds:
+    * job timeouts: RQ's death penalty (SIGALRM in this, the main, thread) interrupts the job, whose tenant
+      transaction rolls back; the job fails and is retried like any failure;
+    * a crashed or killed job: the job and the worker are one process, so they die together; a heartbeat
+      thread keeps the job's heartbeat fresh only while the process lives, so once it is older than
+      `WORKER_JOB_MONITORING_INTERVAL_S` + `WORKER_HEARTBEAT_GRACE_S` the next registry maintenance (by any
+      worker, or this one restarted) retries it, exactly as when a forking worker is SIGKILLed.
+    """
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run the job here, heart-beating from a side thread like the forking worker's monitor loop does."""
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, execution, done), name="rq-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            beat.join()
+            self.executions.pop(execution.id, None)
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self, job: Job, execution: Any, done: threading.Event) -> None:
+        while not done.wait(self.job_monitoring_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:  # a missed beat only risks an early retry, which the outbox makes harmless
+                log.exception("heartbeat of job %s failed", job.id)
+
+
+#: Queues whose jobs `batchline worker` runs in process by default (setting WORKER_IN_PROCESS_QUEUES).
+IN_PROCESS_QUEUES = ("ingest", "analysis")
+
+
+def worker_class(queues: list[str], in_process_queues: list[str] | tuple[str, ...],
+                 mode: str = "auto") -> type[BatchlineWorker] | type[InProcessWorker]:
+    """Return the worker class for these queues: `fork`, `in-process`, or `auto` (in process when every queue
+    is one of `in_process_queues`, forking otherwise: reports and imports keep a fresh process per job)."""
+    if mode not in ("auto", "fork", "in-process"):
+        raise ValueError(f"unknown worker mode {mode!r}: use auto, fork or in-process")
+    if mode == "auto":
+        mode = "in-process" if queues and set(queues) <= set(in_process_queues) else "fork"
+    return InProcessWorker if mode == "in-process" else BatchlineWorker
+
+
+def import_job_modules() -> list[str]:
+    """Import every area's `jobs` module (and what it imports) now, so no job pays for it; return their names.
+
+    A worker resolves a job's function by path on its first job: without this, the first job of each worker
+    (and, forking, of each work horse) imports its area's job and analysis modules under the job's clock.
+    """
+    import app
+
+    names = []
+    for area in sorted(m.name for m in pkgutil.iter_modules(app.__path__) if m.ispkg):
+        if importlib.util.find_spec(f"app.{area}.jobs") is not None:
+            importlib.import_module(f"app.{area}.jobs")
+            names.append(f"app.{area}.jobs")
+    return names
+
+
+def dispose_pools_after_fork(db: Database) -> None:
+    """Make a child forked from this process drop (without closing) the database connections it inherited.
+
+    A pooled connection shared by two processes corrupts both sessions; the child opens its own when needed.
+    """
+    def drop() -> None:
+        for engine in (db.owner_engine, db.runtime_engine):
+            if engine is not None:
+                engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=drop)
 
 
 _worker_app: Flask | None = None

@@ -31,9 +31,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from app.audit.services import record_many
 from app.plant.models import Sensor
@@ -123,46 +124,87 @@ def _load(session: Session, sensor_id: int, cursor: datetime | None) -> tuple[Re
             session.execute(query.order_by(SensorReading.ts).limit(MAX_WINDOW)).all())
     new = session.execute(query.where(SensorReading.ts > cursor).order_by(SensorReading.ts)
                           .limit(MAX_WINDOW)).all()
-    return _lookback(session, sensor_id, cursor), Readings.of_rows(new)
+    return _lookbacks(session, {sensor_id: cursor})[sensor_id], Readings.of_rows(new)
 
 
-def _lookback(session: Session, sensor_id: int, cursor: datetime | None) -> Readings:
-    """Return the last LOOKBACK readings of a sensor up to its cursor (the run rules and health checks need them)."""
+#: The last LOOKBACK readings up to its cursor of each sensor, in one statement.
+_LOOKBACK_SQL = text("""
+SELECT s.sensor_id, r.ts, r.value, r.quality, r.batch_id, r.step_id
+FROM unnest(CAST(:ids AS bigint[]), CAST(:cursors AS timestamptz[])) AS s(sensor_id, cursor_ts)
+CROSS JOIN LATERAL (SELECT ts, value, quality, batch_id, step_id FROM sensor_readings
+                    WHERE sensor_id = s.sensor_id AND ts <= s.cursor_ts ORDER BY ts DESC LIMIT :n) AS r
+""")
+
+#: Per sensor, the stored readings not yet judged around the fresh ones: after the cursor and before the first
+#: fresh reading, or after the last one (at most :n + 1 of them: more is a backlog), in one statement.
+_OTHERS_SQL = text("""
+SELECT s.sensor_id, r.ts, r.value, r.quality, r.batch_id, r.step_id
+FROM unnest(CAST(:ids AS bigint[]), CAST(:cursors AS timestamptz[]), CAST(:firsts AS timestamptz[]),
+            CAST(:lasts AS timestamptz[])) AS s(sensor_id, cursor_ts, first_ts, last_ts)
+CROSS JOIN LATERAL (
+  (SELECT ts, value, quality, batch_id, step_id FROM sensor_readings
+   WHERE sensor_id = s.sensor_id AND ts < s.first_ts AND ts > coalesce(s.cursor_ts, '-infinity'))
+  UNION ALL
+  (SELECT ts, value, quality, batch_id, step_id FROM sensor_readings WHERE sensor_id = s.sensor_id AND ts > s.last_ts)
+  LIMIT :n + 1) AS r
+""")
+
+
+def _rows_by_sensor(rows: Sequence[Any]) -> dict[int, list[Any]]:
+    """Group rows of (sensor_id, ts, value, quality, batch_id, step_id) by sensor, without the sensor id."""
+    grouped: dict[int, list[Any]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(row[1:])
+    return grouped
+
+
+def _lookbacks(session: Session, cursors: Mapping[int, datetime | None]) -> dict[int, Readings]:
+    """Return per sensor its last LOOKBACK readings up to its cursor (none without a cursor), in time order."""
+    ids = [sensor_id for sensor_id, cursor in cursors.items() if cursor is not None]
+    rows = _rows_by_sensor(session.execute(_LOOKBACK_SQL, {
+        "ids": ids, "cursors": [cursors[i] for i in ids], "n": LOOKBACK}).all()) if ids else {}
+    return {sensor_id: Readings.join(Readings.of_rows(rows.get(sensor_id, []))) for sensor_id in cursors}
+
+
+def _on_time(cursor: datetime | None, fresh: Readings) -> tuple[Readings, int]:
+    """Return the fresh readings after the cursor and how many were at or before it (too late to chart)."""
     if cursor is None:
-        return Readings.of_rows([])
-    back = session.execute(select(*_COLUMNS).where(SensorReading.sensor_id == sensor_id, SensorReading.ts <= cursor)
-                           .order_by(SensorReading.ts.desc()).limit(LOOKBACK)).all()
-    return Readings.of_rows(list(reversed(back)))
+        return fresh, 0
+    on_time = fresh.stamps > np.datetime64(cursor.astimezone(UTC).replace(tzinfo=None), "us")
+    late = int(fresh.stamps.size - on_time.sum())
+    return (fresh.take(on_time) if late else fresh), late
 
 
-def _with_fresh(session: Session, sensor_id: int, cursor: datetime | None,
-                fresh: Readings) -> tuple[Readings, Readings, int]:
-    """Return (lookback, new, late) when the caller holds the readings it just stored (`fresh`, time order).
+Window = tuple[Readings, Readings, int]
+
+
+def _with_fresh(session: Session, cursors: Mapping[int, datetime | None],
+                fresh: Mapping[int, Readings]) -> dict[int, Window]:
+    """Return per sensor (lookback, new, late) when the caller holds the readings it just stored (time order).
 
     Only readings stored by others and not yet judged are read back: those after the cursor and before the
     fresh ones (normally the previous window's unjudged tail of LAG readings) or after them. Fresh readings
-    at or before the cursor arrived too late for the recursive charts and are counted, not judged.
+    at or before the cursor arrived too late for the recursive charts and are counted, not judged. All
+    sensors' readings are read in two statements (lookback, others), whatever their number.
     """
-    if cursor is not None:
-        on_time = fresh.stamps > np.datetime64(cursor.astimezone(UTC).replace(tzinfo=None), "us")
-        late = int(fresh.stamps.size - on_time.sum())
-        fresh = fresh.take(on_time) if late else fresh
-    else:
-        late = 0
-    if not len(fresh):
-        back, new = _load(session, sensor_id, cursor)
-        return back, new, late
-    first, last = (_aware(fresh.stamps[0]), _aware(fresh.stamps[-1]))
-    before = select(*_COLUMNS).where(SensorReading.sensor_id == sensor_id, SensorReading.ts < first)
-    if cursor is not None:
-        before = before.where(SensorReading.ts > cursor)
-    after = select(*_COLUMNS).where(SensorReading.sensor_id == sensor_id, SensorReading.ts > last)
-    others = session.execute(before.union_all(after).limit(MAX_WINDOW + 1)).all()
-    if len(others) > MAX_WINDOW:  # a backlog (analysis was off, or failed for long): work through it in passes
-        back, new = _load(session, sensor_id, cursor)
-        return back, new, late
-    new = Readings.join(Readings.of_rows(others), fresh) if others else fresh
-    return _lookback(session, sensor_id, cursor), new, late
+    split = {sensor_id: _on_time(cursors[sensor_id], readings) for sensor_id, readings in fresh.items()}
+    windows: dict[int, Window] = {}
+    ids = [sensor_id for sensor_id, (readings, _) in split.items() if len(readings)]
+    others = _rows_by_sensor(session.execute(_OTHERS_SQL, {
+        "ids": ids, "cursors": [cursors[i] for i in ids], "firsts": [_aware(split[i][0].stamps[0]) for i in ids],
+        "lasts": [_aware(split[i][0].stamps[-1]) for i in ids], "n": MAX_WINDOW}).all()) if ids else {}
+    backs = _lookbacks(session, {i: cursors[i] for i in ids})
+    for sensor_id, (readings, late) in split.items():
+        rows = others.get(sensor_id, [])
+        if not len(readings) or len(rows) > MAX_WINDOW:
+            # Nothing fresh to judge, or a backlog (analysis was off, or failed for long): work through it in
+            # passes from the database.
+            back, new = _load(session, sensor_id, cursors[sensor_id])
+            windows[sensor_id] = (back, new, late)
+            continue
+        new = Readings.join(Readings.of_rows(rows), readings) if rows else readings
+        windows[sensor_id] = (backs[sensor_id], new, late)
+    return windows
 
 
 def _aware(stamp: Any) -> datetime:
@@ -324,19 +366,23 @@ def _record_episodes(session: Session, pending: Pending) -> None:
 
 
 def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None = None,
-                   state: SensorAnalysisState | None = None, pending: Pending | None = None) -> dict[str, Any]:
+                   state: SensorAnalysisState | None = None, pending: Pending | None = None,
+                   window: Window | None = None) -> dict[str, Any]:
     """Judge a sensor's new readings with the health and process rules and record episodes; return counts.
 
     `fresh`: readings of this sensor the caller has just stored and still holds (time order), so they are not
     read back from the database. `state`: its analysis state, already locked by the caller. `pending`: where
-    to leave episode rows for the caller to record with other sensors' (default: recorded here).
+    to leave episode rows for the caller to record with other sensors' (default: recorded here). `window`:
+    (lookback, new, late) already read by the caller for several sensors at once (`_with_fresh`).
     """
     state = state or _states_for_update(session, [sensor.id])[sensor.id]
     late = 0
-    if fresh is None:
+    if window is not None:
+        back, new, late = window
+    elif fresh is None:
         back, new = _load(session, sensor.id, state.cursor_ts)
     else:
-        back, new, late = _with_fresh(session, sensor.id, state.cursor_ts, fresh)
+        back, new, late = _with_fresh(session, {sensor.id: state.cursor_ts}, {sensor.id: fresh})[sensor.id]
     if len(new) <= LAG:
         return {"sensor_id": sensor.id, "analysed": 0, "late": late}
     rows = Readings.join(back, new) if len(back) else new
@@ -403,6 +449,9 @@ def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None =
         opened, closed = opened + a, closed + c
     state.cursor_ts = _aware(stamps[n_back + n_judged - 1])
     state.n_seen = state.n_seen + n_judged
+    for column in ("model", "chart_state", "open_episodes"):
+        # Every analysed sensor's state writes the same columns, so a pass saves them all in one executemany.
+        flag_modified(state, column)
     if pending is None:
         _record_episodes(session, mine)
         session.flush()
@@ -416,12 +465,17 @@ def analyse_sensors(session: Session, *, sensor_ids: list[int],
     `fresh`: per sensor id, the readings the caller has just stored (see `analyse_sensor`).
     """
     sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
-    fresh = fresh or {}
     states = _states_for_update(session, [sensor.id for sensor in sensors])
+    windows = _with_fresh(session, {s.id: states[s.id].cursor_ts for s in sensors if s.id in (fresh or {})},
+                          {s.id: fresh[s.id] for s in sensors if s.id in (fresh or {})}) if fresh else {}
+    # The open episodes the pass may extend, in one query (kept referenced: `session.get` then finds them).
+    open_ids = sorted({i for state in states.values() for i in state.open_episodes.values()})
+    open_rows = session.scalars(select(SensorEpisode).where(SensorEpisode.id.in_(open_ids))).all() if open_ids else []
     pending: Pending = []
     with session.no_autoflush:  # the pass's writes go in a few batched statements at the end
-        results = [analyse_sensor(session, sensor, fresh=fresh.get(sensor.id), state=states[sensor.id],
-                                  pending=pending) for sensor in sensors]
+        results = [analyse_sensor(session, sensor, state=states[sensor.id], pending=pending,
+                                  window=windows.get(sensor.id)) for sensor in sensors]
+    del open_rows
     _record_episodes(session, pending)
     session.flush()
     for equipment_id in sorted({sensor.equipment_id for sensor in sensors}):

@@ -699,11 +699,17 @@ def spike_check(
     score = np.full(data.size, np.nan)
     if data.size >= width:
         windows = sliding_window_view(data, width)
-        with warnings.catch_warnings():
-            # A window of missing readings has no median: NaN score, no alarm, which is what we want.
-            warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
-            median = np.nanmedian(windows, axis=1)
-            mad = np.nanmedian(np.abs(windows - median[:, None]), axis=1)
+        if not np.isnan(data).any():
+            # The window is odd, so its median is its middle order statistic: a partition, not a sort (the
+            # same numbers as nanmedian, several times faster).
+            median = np.partition(windows, half_window, axis=1)[:, half_window]
+            mad = np.partition(np.abs(windows - median[:, None]), half_window, axis=1)[:, half_window]
+        else:
+            with warnings.catch_warnings():
+                # A window of missing readings has no median: NaN score, no alarm, which is what we want.
+                warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+                median = np.nanmedian(windows, axis=1)
+                mad = np.nanmedian(np.abs(windows - median[:, None]), axis=1)
         deviation = data[half_window : data.size - half_window] - median
         with np.errstate(divide="ignore", invalid="ignore"):
             robust = deviation / np.maximum(_MAD_TO_SIGMA * mad, min_scale)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -78,10 +79,22 @@ def sensors_by_tag(session: Session, tags: set[str]) -> dict[str, Sensor]:
     return {s.tag: s for s in session.scalars(select(Sensor).where(Sensor.tag.in_(sorted(tags))))}
 
 
+#: Per month, the name of its readings partition if it exists (else NULL); the names follow the SQL function's.
+_PRESENT_PARTITIONS_SQL = text(
+    "SELECT m, CASE WHEN to_regclass(p) IS NOT NULL THEN p END "
+    "FROM unnest(CAST(:months AS date[])) AS m, LATERAL (SELECT 'sensor_readings_p' || to_char(m, 'YYYY_MM') AS p) n")
+
+
 def ensure_partitions(session: Session, months: set[date]) -> list[str]:
     """Make sure each month (UTC) has its own readings partition; return their names."""
+    # Normally every month already has its partition (made ahead, or by an earlier payload): one query says so,
+    # and only a missing month goes through the function and its savepoint.
+    present = dict(session.execute(_PRESENT_PARTITIONS_SQL, {"months": sorted(months)}).all()) if months else {}
     names = []
     for month in sorted(months):
+        if present.get(month):
+            names.append(present[month])
+            continue
         try:
             with session.begin_nested():
                 name = session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": month}).scalar_one()
@@ -319,7 +332,7 @@ def _analyse(session: Session, ingest_id: int, loaded: Loaded, *, fresh: bool) -
 def _loaded(session: Session, parsed: ParsedReadings, sensors: dict[str, Sensor]) -> Loaded:
     """Refuse readings of unknown sensors and attach the rest to the batch step running on their equipment."""
     id_of = {tag: sensor.id for tag, sensor in sensors.items()}
-    ids = np.fromiter((id_of.get(tag, -1) for tag in parsed.tags), dtype=np.int64, count=len(parsed.tags))
+    ids = np.fromiter(map(id_of.get, parsed.tags, repeat(-1)), dtype=np.int64, count=len(parsed.tags))
     unknown = np.flatnonzero(ids < 0)
     for position in unknown.tolist():
         parsed.refuse(int(parsed.indices[position]), parsed.tags[position],

@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 import redis
 from rq import Queue, SimpleWorker
+from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
 from app.core.embedded import redis_server_binary
-from app.core.jobs import QUEUES, OutboxMessage, enqueue, job_id, redis_connection, relay_tenant, run_tenant_job
+from app.core.jobs import (
+    PERIODIC_JOBS,
+    QUEUES,
+    BatchlineWorker,
+    InProcessWorker,
+    OutboxMessage,
+    enqueue,
+    import_job_modules,
+    job_id,
+    redis_connection,
+    relay_tenant,
+    run_tenant_job,
+    worker_class,
+)
 from app.core.tenancy import tenant_transaction
 from app.factory import create_app
 
@@ -113,3 +129,63 @@ def test_only_marked_functions_can_be_enqueued(app, make_tenant) -> None:
         enqueue(session, "os:system")
     with pytest.raises(ValueError, match="not marked"), tenant_transaction(tenant.ref) as session:
         enqueue(session, "app.core.jobs:enqueue")
+
+
+def test_worker_mode_runs_short_job_queues_in_process_and_forks_for_the_rest() -> None:
+    in_process = ["ingest", "analysis"]
+    assert worker_class(["ingest", "analysis"], in_process) is InProcessWorker
+    assert worker_class(["ingest"], in_process) is InProcessWorker
+    assert worker_class(["ingest", "reports"], in_process) is BatchlineWorker  # a report keeps its own process
+    assert worker_class(list(QUEUES), in_process) is BatchlineWorker
+    assert worker_class(["reports"], in_process, "in-process") is InProcessWorker
+    assert worker_class(["ingest"], in_process, "fork") is BatchlineWorker
+    with pytest.raises(ValueError, match="unknown worker mode"):
+        worker_class(["ingest"], in_process, "thread")
+
+
+def _test_queue(conn: redis.Redis) -> Queue:
+    queue = Queue("in-process-test", connection=conn, serializer=JSONSerializer)
+    queue.empty()
+    return queue
+
+
+def test_in_process_worker_enforces_the_job_timeout(app) -> None:
+    conn = redis_connection()
+    queue = _test_queue(conn)
+    slow = queue.enqueue_call("time.sleep", args=(30,), timeout=1)
+    started = time.monotonic()
+    InProcessWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
+    assert time.monotonic() - started < 15
+    slow.refresh()
+    assert slow.get_status() == JobStatus.FAILED
+    assert "JobTimeoutException" in slow.latest_result().exc_string
+
+
+def test_in_process_worker_keeps_a_long_job_alive_but_only_while_it_runs(app) -> None:
+    """The job's heartbeat TTL is interval + grace (2 s here): a 4 s job survives registry maintenance."""
+    conn = redis_connection()
+    queue = _test_queue(conn)
+    job = queue.enqueue_call("time.sleep", args=(4,), timeout=60)
+    worker = InProcessWorker([queue], connection=conn, serializer=JSONSerializer, job_monitoring_interval=1)
+    worker.heartbeat_grace_s = 1
+    registry = StartedJobRegistry(queue=queue)
+    seen: dict[str, object] = {}
+
+    def maintenance_mid_job() -> None:
+        time.sleep(3)  # past the first heartbeat's TTL: only later heartbeats keep the job registered
+        registry.cleanup()  # what any worker's registry maintenance does to abandoned jobs
+        seen["status"] = job.get_status(refresh=True)
+        seen["registered"] = job.id in registry.get_job_ids(cleanup=False)
+
+    watcher = threading.Thread(target=maintenance_mid_job)
+    watcher.start()
+    worker.work(burst=True)
+    watcher.join()
+    assert seen == {"status": JobStatus.STARTED, "registered": True}
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+
+
+def test_workers_import_every_job_module_before_their_first_job() -> None:
+    imported = set(import_job_modules())
+    assert {"app.sensors.jobs", "app.core.jobs"} <= imported
+    assert {path.partition(":")[0] for path, _ in PERIODIC_JOBS} <= imported

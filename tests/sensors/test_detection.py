@@ -409,6 +409,24 @@ def test_spike_check_flags_a_glitch_but_not_a_genuine_step() -> None:
     assert not d.spike_check(stepped).alarm.any()
 
 
+def test_spike_check_scores_are_the_hampel_statistic_with_or_without_missing_readings() -> None:
+    rng = np.random.default_rng(5)
+    values = 37.0 + rng.normal(0.0, 0.05, 600)
+    values[[60, 333]] += 1.0
+    h = 7
+    windows = np.lib.stride_tricks.sliding_window_view(values, 2 * h + 1)
+    median = np.sort(windows, axis=1)[:, h]  # by definition: the middle of the sorted window
+    mad = np.sort(np.abs(windows - median[:, None]), axis=1)[:, h]
+    expected = (values[h:-h] - median) / (1.482602218505602 * mad)
+    np.testing.assert_allclose(d.spike_check(values, half_window=h).statistic[h:-h], expected)
+    # A missing reading takes the NaN-aware path; windows that do not contain it score the same.
+    holed = values.copy()
+    holed[500] = np.nan
+    score = d.spike_check(holed, half_window=h).statistic
+    np.testing.assert_allclose(score[h:500 - h], expected[:500 - 2 * h])
+    assert np.flatnonzero(d.spike_check(holed, half_window=h, threshold=10.0).alarm).tolist() == [60, 333]
+
+
 def test_spike_check_respects_a_resolution_floor_on_flat_signals() -> None:
     flat = np.full(30, 20.0)
     flat[15] = 20.1
