@@ -12,7 +12,7 @@ from flask_login import current_user
 from app import esign
 from app.batches import ebr, execution, queries, services
 from app.batches.errors import EntryNeedsDecision
-from app.batches.forms import device_clock, override_from, signer_for
+from app.batches.forms import device_clock, override_from, step_signer
 from app.batches.models import Batch, StepEntry, StepExecution
 from app.batches.schemas import (
     BatchOut,
@@ -293,9 +293,13 @@ def correct(batch_id: int, entry_id: int) -> Any:
 @bp.post(f"{PREFIX}/<int:batch_id>/steps/<int:step_id>/signatures")
 @requires("batches.execute")
 def sign(batch_id: int, step_id: int) -> Any:
-    """Sign a step (performed / verified by a second person)."""
+    """Sign a step (performed / verified by a second person).
+
+    An SSO member signs as themselves with `sso_proof`, the token of a re-authentication at the provider made
+    through the step screen's detour (single-use, bound to this step, meaning and content) instead of a password.
+    """
     body = parse_body(SignIn)
-    signer, ident = signer_for(body.signer_email)
+    signer, ident = step_signer(body.signer_email, body.sso_proof)
     with _tx() as session:
         signature = execution.sign_step(session, batch_id=batch_id, step_id=step_id, meaning=body.meaning,
                                         password=body.password, signer=signer, reason=body.reason, **ident)

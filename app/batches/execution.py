@@ -283,6 +283,27 @@ def start_override_content(session: Session, *, batch_id: int, step_id: int, rea
                                                                              max_len=2000)}
 
 
+def entry_override_content(session: Session, *, batch_id: int, step_id: int, capture_key: str, raw: dict[str, Any],
+                           reason: str) -> dict[str, Any]:
+    """What a supervisor's override of a hard-blocked value will sign, computed before the SSO detour.
+
+    The same content `record_entry` signs when the value is still blocked for the same reasons on return; if
+    anything changed meanwhile, the proof no longer matches and the signature is refused.
+    """
+    ctx = _load(session, batch_id=batch_id, step_id=step_id, lock=False)
+    capture = checks.capture_of(ctx.phase, capture_key)
+    if isinstance(capture, AttachmentCapture):
+        raise ValidationError(f"{capture.label}: an attachment is never blocked; no override is needed")
+    verdict = checks.evaluate(_context(session, ctx, None, capture), capture, raw)
+    if not verdict.hard_blocks:
+        raise Conflict(f"{capture.label}: {verdict.message}; this value is not blocked, so no supervisor override "
+                       "is needed")
+    blocked = [{"code": b.code, "message": b.message} for b in verdict.hard_blocks]
+    return {"batch_number": ctx.batch.batch_number, "step_execution_id": ctx.step.id, "kind": "hard_block",
+            "capture_key": capture.key, "blocked_by": blocked,
+            "reason": clean_text(reason, "override reason", max_len=2000)}
+
+
 def override_content(override: BatchOverride, batch_number: str) -> dict[str, Any]:
     """The content an override's signature is bound to (for verifying it later)."""
     return {"batch_number": batch_number, "step_execution_id": override.step_execution_id, "kind": override.kind,

@@ -82,6 +82,20 @@ def form_upload() -> tuple[str, str, bytes] | None:
     return upload.filename, upload.mimetype or "application/octet-stream", upload.read()
 
 
+def step_signer(signer_email: str | None, sso_token: str | None) -> tuple[Signer, dict[str, Any]]:
+    """The person signing a step and the credential keyword arguments of `sign_step` besides the password.
+
+    With an SSO proof (obtained by the re-authentication detour, single-use, bound to step, meaning and content)
+    the signed-in member signs as themselves; else as `signer_for` says.
+    """
+    proof = esign.signing_credentials({"signature_sso_proof": sso_token or ""}).get("sso_proof")
+    if proof is not None:
+        signer, _ident = signer_for(None)
+        return signer, {"identification": None, "identification_required": False, "sso_proof": proof}
+    signer, ident = signer_for(signer_email)
+    return signer, {**ident, "sso_proof": None}
+
+
 def signer_for(signer_email: str | None) -> tuple[Signer, dict[str, Any]]:
     """The person signing: the signed-in user, or a second person identified on the shared tablet.
 

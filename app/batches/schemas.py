@@ -81,11 +81,13 @@ class StartIn(ApiModel):
 
 
 class SignIn(ApiModel):
-    """Sign a step: meaning and password; a second person on a shared tablet gives their user ID too."""
+    """Sign a step: meaning and password; a second person on a shared tablet gives their user ID too. An SSO
+    member gives `sso_proof` (the token of their re-authentication at the provider) instead of the password."""
 
     meaning: str = pydantic.Field(max_length=40)
-    password: str = pydantic.Field(max_length=256)
+    password: str = pydantic.Field(default="", max_length=256)
     signer_email: str | None = pydantic.Field(default=None, max_length=254)
+    sso_proof: str | None = pydantic.Field(default=None, max_length=200)
     reason: str | None = pydantic.Field(default=None, max_length=2000)
 
 

@@ -7,6 +7,7 @@ offline-tolerant, idempotent submission of entries on top (through the JSON API)
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from app import esign
 from app.batches import ebr, execution, queries, services
 from app.batches.errors import EntryNeedsDecision
-from app.batches.forms import device_clock, form_override, form_raw, form_upload, signer_for
+from app.batches.forms import device_clock, form_override, form_raw, form_upload, step_signer
 from app.batches.models import (
     BATCH_STATUSES,
     FLOOR_STATUSES,
@@ -414,8 +415,14 @@ def _start_override_reauth(batch_id: int, step_id: int) -> Any:
 @bp.post("/batches/<int:batch_id>/steps/<int:step_id>/entries")
 @requires("batches.execute")
 def enter(batch_id: int, step_id: int) -> Any:
-    """Record a value from a capture form (the no-JavaScript path; the tablet script uses the JSON API)."""
+    """Record a value from a capture form (the no-JavaScript path; the tablet script uses the JSON API).
+
+    A signed-in SSO supervisor overriding a hard-blocked value first re-authenticates at the provider
+    ("Re-authenticate ... to override" button); back on the step, the value waits with the proof bound to it.
+    """
     capture = request.form.get("capture", "")
+    if esign.wants_sso_reauth(request.form):
+        return _entry_override_reauth(batch_id, step_id, capture)
 
     def run_() -> Any:
         with _tx() as session:
@@ -430,6 +437,29 @@ def enter(batch_id: int, step_id: int) -> Any:
         return result
     return _act(run_, lambda _r: _back_to_step(batch_id, step_id, f"#c-{capture}"),
                 lambda _e: _back_to_step(batch_id, step_id, f"#c-{capture}"))
+
+
+def _entry_override_reauth(batch_id: int, step_id: int, capture: str) -> Any:
+    """Reserve the override of a hard-blocked value and send the SSO supervisor to the provider to sign it."""
+    raw = form_raw()
+    try:
+        with _tx() as session:
+            content = execution.entry_override_content(session, batch_id=batch_id, step_id=step_id,
+                                                       capture_key=capture, raw=raw,
+                                                       reason=request.form.get("override_reason") or "")
+            override_id = execution.reserve_override(session)
+        # The value typed comes back with the proof, under the same idempotency key (a retry records it once).
+        keep = {f"raw_{name}": str(value) for name, value in raw.items()}
+        keep.update(capture=capture, override_reason=content["reason"],
+                    acknowledgement=request.form.get("acknowledgement") or "",
+                    idempotency_key=request.form.get("idempotency_key") or secrets.token_urlsafe(18))
+        return esign.start_sso_reauth(
+            record_type=services.OVERRIDE_RECORD, record_id=override_id, meaning="approved", content=content,
+            return_to=url_for("batches.step", batch_id=batch_id, step_id=step_id, _anchor=f"c-{capture}"),
+            keep=keep)
+    except BatchlineError as exc:
+        flash(str(exc), "error")
+        return _back_to_step(batch_id, step_id, f"#c-{capture}")
 
 
 @bp.post("/batches/<int:batch_id>/entries/<int:entry_id>/correct")
@@ -474,17 +504,13 @@ def sign(batch_id: int, step_id: int) -> Any:
         return _act(reauth, lambda r: r, lambda _e: _back_to_step(batch_id, step_id, "#signatures"))
 
     def run_() -> Any:
-        proof = esign.signing_credentials(request.form).get("sso_proof")
-        if proof is not None:  # the signed-in SSO member signs as themselves with the proof
-            signer, ident = signer_for(None)
-            ident = {"identification": None, "identification_required": False}
-        else:
-            signer, ident = signer_for(request.form.get("signature_user_id") or request.form.get("signer_email"))
+        signer, ident = step_signer(request.form.get("signature_user_id") or request.form.get("signer_email"),
+                                    request.form.get("signature_sso_proof"))
         with _tx() as session:
             signature = execution.sign_step(session, batch_id=batch_id, step_id=step_id,
                                             meaning=request.form.get("meaning", ""),
                                             password=request.form.get("signature_password") or "", signer=signer,
-                                            reason=request.form.get("reason") or None, sso_proof=proof, **ident)
+                                            reason=request.form.get("reason") or None, **ident)
             text_ = esign.manifestation_text(signature)
         if signer.actor.member_id == g.member_id:
             esign.note_signature_made()

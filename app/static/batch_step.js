@@ -145,6 +145,8 @@
     });
     form.addEventListener("submit", function (event) {
       if (!window.fetch || !window.localStorage) { return; }  // plain form post
+      // An SSO supervisor's override goes to the identity provider first: a plain post that leaves the page.
+      if (event.submitter && event.submitter.name === "esign_reauth") { return; }
       event.preventDefault();
       submit(form);
     });
