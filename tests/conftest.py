@@ -29,7 +29,7 @@ from app.core.tenancy import Actor, control_session
 from app.factory import create_app
 from app.tenancy.schema import upgrade_public
 from app.tenancy.services import ProvisionedTenant, create_tenant
-from tests.support import recreate_database
+from tests.support import recreate_database, serve
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_PASSWORD = "correct horse battery staple 42"
@@ -183,3 +183,10 @@ def make_member(app: Flask) -> Callable[..., Member]:
             return Member(user.id, membership.id, email, name, tuple(roles))
 
     return make
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """The app over real HTTP on a loopback port (for the browser tests); its base URL."""
+    with serve(app) as url:
+        yield url

@@ -5,16 +5,12 @@ from __future__ import annotations
 import email
 import json
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
-from werkzeug.serving import make_server
 
 from app.core.jobs import QUEUES, redis_connection
 
@@ -41,19 +37,6 @@ def last_verification_link(directory: Path, to: str) -> str:
             assert match, "no verification link in the mail"
             return match.group(0)
     raise AssertionError(f"no mail to {to}")
-
-
-@contextmanager
-def live_server(app: Flask) -> Iterator[str]:
-    """Serve the app over real HTTP on a free loopback port, in a thread; yield its base URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def use_small_plans(app: Flask, monkeypatch: Any, directory: Path, **starter: Any) -> None:

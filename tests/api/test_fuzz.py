@@ -23,7 +23,7 @@ from app.api.registry import load_operations
 from app.core.jobs import enqueue
 from app.core.tenancy import tenant_transaction
 from tests.api.conftest import admin_token, new_tenant, seed_every_kind
-from tests.support_saas import live_server
+from tests.support import serve
 
 MAX_EXAMPLES = 10
 
@@ -33,7 +33,7 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 
 @pytest.fixture(scope="module")
 def base_url(app):
-    with live_server(app) as url:
+    with serve(app) as url:
         yield url
 
 

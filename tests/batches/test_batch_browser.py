@@ -5,45 +5,25 @@ an entry kept through a Wi-Fi drop and saved once, then a second operator takes 
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from app.batches.models import BatchAttachment, StepEntry
 from tests.batches.conftest import short_recipe
 from tests.conftest import TEST_PASSWORD
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture
-def live_server(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
+from tests.support import chromium
 
 
 @pytest.fixture
 def tablet() -> Iterator[tuple[Page, object]]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            yield page, context
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        yield page, context
 
 
 def _capture(page: Page, key: str):

@@ -235,9 +235,9 @@ def test_webhooks_sent_and_signed_by_the_stripe_stand_in_are_processed(app, bill
     import requests
 
     from tests.billing.conftest import WEBHOOK_SECRET
-    from tests.support_saas import live_server
+    from tests.support import serve
 
-    with live_server(app) as base:
+    with serve(app) as base:
         requests.post(f"{billing_on}/_config/webhooks/batchline-test",
                       data={"url": f"{base}/billing/webhook", "secret": WEBHOOK_SECRET,
                             "events[]": ["customer.subscription.created", "customer.subscription.deleted"]},

@@ -3,41 +3,21 @@ equipment and sensors (a real server on loopback, Debian's chromium driven by Pl
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
-from werkzeug.serving import make_server
+from playwright.sync_api import Page, expect
 
 from tests.conftest import TEST_PASSWORD
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture
-def live_server(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(10)
+from tests.support import chromium
 
 
 @pytest.fixture
 def tablet() -> Iterator[Page]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1024, "height": 768}, has_touch=True)
-            page.set_default_timeout(15_000)
-            yield page
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1024, "height": 768}, has_touch=True)
+        page.set_default_timeout(15_000)
+        yield page
 
 
 def _button_heights(page: Page) -> list[float]:

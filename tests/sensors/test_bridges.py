@@ -16,7 +16,7 @@ from app.sensors.bridges.mqtt import MqttBridge, MqttBridgeConfig
 from app.sensors.gateway import IngestClient
 from app.sensors.models import SensorIngest, SensorReading
 from tests.sensors.conftest import T0, burst
-from tests.support_saas import live_server
+from tests.support import serve
 
 
 def _wait(predicate, timeout: float = 20.0) -> None:
@@ -35,7 +35,7 @@ def test_mqtt_bridge_forwards_topics_as_readings(app, make_plant, gateway_for) -
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     publisher.connect("127.0.0.1", 1883)
     publisher.loop_start()
-    with live_server(app) as url:
+    with serve(app) as url:
         bridge = MqttBridge(config, IngestClient(url, creds.client_id, creds.secret))
         runner = threading.Thread(target=bridge.run, daemon=True)
         runner.start()
@@ -143,7 +143,7 @@ def test_opcua_bridge_subscribes_and_keeps_source_time_and_status(app, make_plan
 
     plant = make_plant()
     creds = gateway_for(plant)
-    with live_server(app) as url:
+    with serve(app) as url:
         bridge = asyncio.run(_opcua_scenario(url, creds, plant, "subscribe"))
     _check_opcua(plant, bridge)
 
@@ -153,6 +153,6 @@ def test_opcua_bridge_polls(app, make_plant, gateway_for) -> None:
 
     plant = make_plant()
     creds = gateway_for(plant)
-    with live_server(app) as url:
+    with serve(app) as url:
         bridge = asyncio.run(_opcua_scenario(url, creds, plant, "poll"))
     _check_opcua(plant, bridge)

@@ -20,7 +20,7 @@ from app.sensors.simulate import seed_demo_bioreactor
 from tests.batches.conftest import key
 from tests.batches.demo_run import good_value
 from tests.sensors.conftest import settle
-from tests.support_saas import live_server
+from tests.support import serve
 
 
 def _run_to_the_first_bioreactor_step(ref, batch_id: int, reactor: int, people, password: str) -> int:
@@ -73,7 +73,7 @@ def test_the_demo_batch_feed_raises_one_episode_on_the_running_step(app, make_te
     # The in-control history (the baseline) then a 1-sigma step on TT-101 a little after it, for all 6 sensors.
     backfill, shift_at = 1100, 1110
     started = time.monotonic()
-    with live_server(app) as url:
+    with serve(app) as url:
         result = app.test_cli_runner().invoke(simulate, [
             "--tenant", tenant.ref.slug, "--batch", str(batch_id), "--url", url, "--backfill", str(backfill),
             "--samples", "150", "--fast", "--chunk", "400", "--seed", "11", "--fault", f"shift:TT-101:1.0@{shift_at}"])

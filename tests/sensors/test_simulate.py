@@ -15,7 +15,7 @@ from app.sensors.analysis import BASELINE_N
 from app.sensors.cli import simulate
 from app.sensors.models import SensorEpisode
 from tests.sensors.conftest import burst
-from tests.support_saas import live_server
+from tests.support import serve
 
 START = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -45,7 +45,7 @@ def test_simulate_posts_through_the_api_and_a_1_sigma_shift_raises_one_episode(a
     plant = make_plant()
     tt = plant.tag("TT")
     shift_at = BASELINE_N + 100
-    with live_server(app) as url:
+    with serve(app) as url:
         result = app.test_cli_runner().invoke(simulate, [
             "--tenant", plant.ref.slug, "--equipment", str(plant.equipment_id), "--url", url,
             "--backfill", str(shift_at), "--samples", "150", "--fast", "--chunk", "300", "--seed", "3",

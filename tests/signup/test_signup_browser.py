@@ -6,12 +6,10 @@ import re
 import time
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.support_saas import last_verification_link, live_server, run_jobs
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+from tests.support import chromium, serve
+from tests.support_saas import last_verification_link, run_jobs
 
 
 @pytest.fixture
@@ -24,31 +22,27 @@ def mailbox(app, tmp_path, monkeypatch):
 def test_sign_up_in_the_browser_lands_in_onboarding(app, mailbox) -> None:
     suffix = time.time_ns() % 10**6
     email = f"founder{suffix}@browser.example.com"
-    with live_server(app) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(base + "/signup")
-            page.fill("input[name=company_name]", f"Browser Bio {suffix}")
-            # The slug is suggested from the company name and checked live.
-            expect(page.locator("#slug")).to_have_value(f"browser-bio-{suffix}")
-            expect(page.locator("#slug-status")).to_have_text(f"'browser-bio-{suffix}' is available.")
-            page.fill("input[name=admin_name]", "Robin Founder")
-            page.fill("input[name=email]", email)
-            page.fill("input[name=password]", "a long enough password")
-            page.click("button[type=submit]")
-            expect(page.locator("#check-mail")).to_contain_text(email)
+    with serve(app) as base, chromium() as browser:
+        page = browser.new_page()
+        page.goto(base + "/signup")
+        page.fill("input[name=company_name]", f"Browser Bio {suffix}")
+        # The slug is suggested from the company name and checked live.
+        expect(page.locator("#slug")).to_have_value(f"browser-bio-{suffix}")
+        expect(page.locator("#slug-status")).to_have_text(f"'browser-bio-{suffix}' is available.")
+        page.fill("input[name=admin_name]", "Robin Founder")
+        page.fill("input[name=email]", email)
+        page.fill("input[name=password]", "a long enough password")
+        page.click("button[type=submit]")
+        expect(page.locator("#check-mail")).to_contain_text(email)
 
-            page.goto(last_verification_link(mailbox, email))  # the click in the mail
-            expect(page.locator("h1")).to_have_text("Creating your workspace")
-            run_jobs()  # the provisioning job, on a real RQ worker, while the page polls its progress
-            page.wait_for_url(re.compile(rf"/t/browser-bio-{suffix}/welcome$"), timeout=15_000)
-            expect(page.locator("#onboarding-title")).to_have_text(f"Welcome to browser-bio-{suffix}")
+        page.goto(last_verification_link(mailbox, email))  # the click in the mail
+        expect(page.locator("h1")).to_have_text("Creating your workspace")
+        run_jobs()  # the provisioning job, on a real RQ worker, while the page polls its progress
+        page.wait_for_url(re.compile(rf"/t/browser-bio-{suffix}/welcome$"), timeout=15_000)
+        expect(page.locator("#onboarding-title")).to_have_text(f"Welcome to browser-bio-{suffix}")
 
-            # A second visitor cannot take the same address: the live check says so before submitting.
-            other = browser.new_page()
-            other.goto(base + "/signup")
-            other.fill("#slug", f"browser-bio-{suffix}")
-            expect(other.locator("#slug-status")).to_contain_text("already taken")
-        finally:
-            browser.close()
+        # A second visitor cannot take the same address: the live check says so before submitting.
+        other = browser.new_page()
+        other.goto(base + "/signup")
+        other.fill("#slug", f"browser-bio-{suffix}")
+        expect(other.locator("#slug-status")).to_contain_text("already taken")
