@@ -67,32 +67,15 @@ class ReviewFloor(Floor):
 
     def clean_batch(self) -> int:
         """A batch executed by the book (nothing off-script), completed."""
-        batch_id = self.new_batch()
-        self.start(batch_id, "clearance")
-        self.enter(batch_id, "clearance", "room_clear", {"value": True})
-        self.enter(batch_id, "clearance", "vessel", {"code": f"EQ:{self.reactor_tag}"})
-        self.sign_all(batch_id, "clearance")
-        self.complete(batch_id, "clearance")
-        self.start(batch_id, "charge")
-        self.enter(batch_id, "charge", "medium", {"code": f"LOT:{self.lots['MED-T']}", "quantity": "8", "unit": "L"})
-        self.enter(batch_id, "charge", "temp", {"value": "37.0", "unit": "degC"})
-        self.sign_all(batch_id, "charge")
-        self.complete(batch_id, "charge")
-        self.start(batch_id, "bolus")
-        self.enter(batch_id, "bolus", "glucose", {"code": f"LOT:{self.lots['GLC-T']}", "quantity": "0.5", "unit": "L"})
-        self.sign_all(batch_id, "bolus")
-        self.complete(batch_id, "bolus")
-        self.start(batch_id, "sample")
-        self.enter(batch_id, "sample", "sample_id", {"value": "S-0001"})
-        self.enter(batch_id, "sample", "ph", {"value": "7.0"})
-        self.enter(batch_id, "sample", "appearance", {"value": "Clear"})
-        self.sign_all(batch_id, "sample")
-        self.complete(batch_id, "sample")
-        self.finish(batch_id)
-        return batch_id
+        return self._completed_batch(temp="37.0", ph="7.0", sample_id="S-0001")
 
     def two_exception_batch(self) -> int:
         """A completed batch with an out-of-limit temperature (critical) and an alarm-limit pH (minor)."""
+        return self._completed_batch(temp="38.4", ph="7.14", sample_id="S-0005",
+                                     temp_acknowledgement="heater overshoot, back in range within 2 min")
+
+    def _completed_batch(self, *, temp: str, ph: str, sample_id: str, temp_acknowledgement: str | None = None) -> int:
+        """Every step of the short recipe with these measured values, signed and completed; then the batch."""
         batch_id = self.new_batch()
         self.start(batch_id, "clearance")
         self.enter(batch_id, "clearance", "room_clear", {"value": True})
@@ -101,8 +84,7 @@ class ReviewFloor(Floor):
         self.complete(batch_id, "clearance")
         self.start(batch_id, "charge")
         self.enter(batch_id, "charge", "medium", {"code": f"LOT:{self.lots['MED-T']}", "quantity": "8", "unit": "L"})
-        self.enter(batch_id, "charge", "temp", {"value": "38.4", "unit": "degC"},
-                   acknowledgement="heater overshoot, back in range within 2 min")
+        self.enter(batch_id, "charge", "temp", {"value": temp, "unit": "degC"}, acknowledgement=temp_acknowledgement)
         self.sign_all(batch_id, "charge")
         self.complete(batch_id, "charge")
         self.start(batch_id, "bolus")
@@ -110,8 +92,8 @@ class ReviewFloor(Floor):
         self.sign_all(batch_id, "bolus")
         self.complete(batch_id, "bolus")
         self.start(batch_id, "sample")
-        self.enter(batch_id, "sample", "sample_id", {"value": "S-0005"})
-        self.enter(batch_id, "sample", "ph", {"value": "7.14"})
+        self.enter(batch_id, "sample", "sample_id", {"value": sample_id})
+        self.enter(batch_id, "sample", "ph", {"value": ph})
         self.enter(batch_id, "sample", "appearance", {"value": "Clear"})
         self.sign_all(batch_id, "sample")
         self.complete(batch_id, "sample")
