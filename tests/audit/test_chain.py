@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+from datetime import UTC
+from decimal import Decimal
 
 import pytest
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.orm import Session
 
-from app.audit.services import record, verify_chain
+from app.audit.models import GENESIS_HASH
+from app.audit.services import record, record_many, verify_chain
 from app.core.errors import ValidationError
-from app.core.tenancy import Actor, tenant_transaction
+from app.core.tenancy import Actor, tenant_ref, tenant_transaction
+from app.tenancy.schema import alembic_config, create_tenant_role, migrate_tenant_schema
 
 ALICE = Actor(member_id=7, label="Alice Analyst <alice@example.com>", request_id="req-1", client_addr="10.0.0.5")
 
@@ -151,3 +159,105 @@ def test_rolled_back_events_leave_no_gap(make_tenant) -> None:
     with tenant_transaction(tenant.ref) as session:
         report = verify_chain(session)
         assert report.ok and report.head_seq == 3
+
+
+#: Text the canonical form prints as it is, and text jsonb must escape (quote, backslash, every control
+#: character): the trigger writes the first kind out itself and leaves the second to jsonb_build_object.
+AWKWARD_TEXTS = ["plain", "Zoë Ünal <zoë@例え.jp> 😀", "O'Brien; --", "{\"not\": \"json\"}", 'say "hi"', "back\\slash",
+                 "line\u2028separator", "del\x7f", ":", "", "tab\there", *(f"c{chr(i)}c" for i in range(1, 32))]
+
+#: The canonical text as it was first defined: PostgreSQL's jsonb rendering of the event's fields.
+JSONB_CANONICAL = """jsonb_build_object(
+    'seq', e.seq,
+    'occurred_at', to_char(e.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+    'actor_member_id', e.actor_member_id, 'actor_label', e.actor_label, 'action', e.action,
+    'record_type', e.record_type, 'record_id', e.record_id, 'old', e.old_values, 'new', e.new_values,
+    'reason', e.reason, 'request_id', e.request_id, 'client_addr', e.client_addr)::text"""
+
+#: Events whose hash is not SHA-256(prev_hash + jsonb text), or whose audit_canonical differs from that text.
+OFF_DEFINITION_SQL = f"""
+SELECT e.seq FROM audit_events e
+WHERE e.hash <> encode(sha256(convert_to(e.prev_hash || {JSONB_CANONICAL}, 'UTF8')), 'hex')
+   OR audit_canonical(e) <> {JSONB_CANONICAL}
+"""
+
+INSERT_SQL = text("""
+INSERT INTO audit_events (actor_member_id, actor_label, action, record_type, record_id, old_values, new_values,
+                          reason, request_id, client_addr)
+VALUES (:actor_member_id, :actor_label, :action, :record_type, :record_id, CAST(:old AS jsonb),
+        CAST(:new AS jsonb), :reason, :request_id, :client_addr)
+""")
+
+
+def _awkward_events() -> list[dict]:
+    """One event per awkward text in each text field in turn, with optional fields null or set."""
+    fields = ("actor_label", "action", "record_type", "record_id", "reason", "request_id", "client_addr")
+    events = []
+    for i, value in enumerate(AWKWARD_TEXTS):
+        event = {"actor_member_id": None if i % 3 else i, "actor_label": "Alice", "action": "create",
+                 "record_type": "lot", "record_id": str(i), "reason": None if i % 2 else "why",
+                 "request_id": None if i % 4 else "req", "client_addr": None if i % 5 else "10.0.0.1",
+                 "old": None if i % 2 else json.dumps({"q": 1.50, "s": value}),
+                 "new": json.dumps({value: value, "n": [i, -0.0, 1e3, None, True], "nested": {"b": 2, "a": 1}})}
+        event[fields[i % len(fields)]] = value
+        events.append(event)
+    return events
+
+
+def test_hash_is_sha256_of_previous_hash_and_jsonb_text_whatever_the_field_values(make_tenant) -> None:
+    tenant = make_tenant()
+    events = _awkward_events()
+    with tenant_transaction(tenant.ref) as session:
+        session.execute(INSERT_SQL, events)
+        record_many(session, [{"action": e["action"], "record_type": e["record_type"], "record_id": e["record_id"],
+                               "reason": e["reason"] or "why", "old": json.loads(e["old"] or "null"),
+                               "new": json.loads(e["new"])} for e in events], actor=ALICE)
+    with tenant_transaction(tenant.ref) as session:
+        assert session.execute(text(OFF_DEFINITION_SQL)).all() == []
+        report = verify_chain(session)
+        assert report.ok and report.events == 2 * len(events)
+
+
+def test_hash_of_a_plain_event_is_the_sha256_of_its_canonical_json(make_tenant) -> None:
+    tenant = make_tenant()
+    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+        event = record(session, action="create", record_type="equipment", record_id=7,
+                       new={"tag": "BR-7", "volume_l": Decimal("2.50"), "n": 3})
+    when = event.occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    canonical = ('{"new": {"n": 3, "tag": "BR-7", "volume_l": "2.50"}, "old": null, "seq": 1, "action": "create", '
+                 '"reason": null, "record_id": "7", "request_id": "req-1", "actor_label": "Alice Analyst '
+                 f'<alice@example.com>", "client_addr": "10.0.0.5", "occurred_at": "{when}", '
+                 '"record_type": "equipment", "actor_member_id": 7}')
+    assert event.hash == hashlib.sha256((GENESIS_HASH + canonical).encode()).hexdigest()
+
+
+def test_chains_written_before_and_after_the_cheaper_canonical_text_verify_as_one(db) -> None:
+    ref = tenant_ref(900003, db=db)
+    events = _awkward_events()
+    functions = text("SELECT p.proname, pg_get_functiondef(p.oid) FROM pg_proc p JOIN pg_namespace ns "
+                     "ON ns.oid = p.pronamespace WHERE ns.nspname = :s AND p.proname LIKE 'audit_c%' ORDER BY 1")
+    with db.owner.connect() as conn:
+        trans = conn.begin()
+        session = Session(bind=conn, info={"tenant": ref})
+
+        def write_and_verify() -> None:
+            written = conn.execute(text("SELECT count(*) FROM audit_events")).scalar_one()  # migrations audit too
+            conn.execute(INSERT_SQL, events)
+            assert conn.execute(text(OFF_DEFINITION_SQL)).all() == []
+            report = verify_chain(session)
+            assert report.ok and report.events == report.head_seq == written + len(events), report
+
+        try:
+            create_tenant_role(conn, ref, db.roles)
+            conn.execute(text(f'CREATE SCHEMA "{ref.schema}"'))
+            migrate_tenant_schema(conn, ref, target="ingest1")  # the trigger that built the jsonb object
+            before = conn.execute(functions, {"s": ref.schema}).all()
+            write_and_verify()
+            migrate_tenant_schema(conn, ref, target="audit2")
+            write_and_verify()
+            command.downgrade(alembic_config("tenant", connection=conn, schema=ref.schema), "ingest1")
+            assert conn.execute(functions, {"s": ref.schema}).all() == before
+            write_and_verify()
+        finally:
+            session.close()
+            trans.rollback()  # roles and schemas are transactional: nothing is left behind
