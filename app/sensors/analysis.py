@@ -214,16 +214,26 @@ def _aware(stamp: Any) -> datetime:
     return np.datetime64(stamp, "us").astype(datetime).replace(tzinfo=UTC)
 
 
-def _auto_baseline(session: Session, sensor_id: int) -> tuple[detection.InControlModel, datetime] | None:
-    """Fit the fallback in-control model on the sensor's first BASELINE_N good readings, if there are that many."""
-    rows = session.execute(
-        select(SensorReading.ts, SensorReading.value)
-        .where(SensorReading.sensor_id == sensor_id, SensorReading.quality == 0)
-        .order_by(SensorReading.ts).limit(BASELINE_N)).all()
-    if len(rows) < BASELINE_N:
-        return None
+def _auto_baseline(session: Session, sensor_id: int,
+                   first: Readings | None = None) -> tuple[detection.InControlModel, datetime] | None:
+    """Fit the fallback in-control model on the sensor's first BASELINE_N good readings, if there are that many.
+
+    `first`: the sensor's readings from its very first one on, in time order, when the caller holds them (a
+    sensor's first window); they are read from the database only if they hold too few good readings.
+    """
+    good = np.flatnonzero(first.quality == 0)[:BASELINE_N] if first is not None else np.empty(0, dtype=np.intp)
+    if good.size == BASELINE_N:
+        values, last_ts = first.values[good], _aware(first.stamps[good[-1]])  # type: ignore[union-attr]
+    else:
+        rows = session.execute(
+            select(SensorReading.ts, SensorReading.value)
+            .where(SensorReading.sensor_id == sensor_id, SensorReading.quality == 0)
+            .order_by(SensorReading.ts).limit(BASELINE_N)).all()
+        if len(rows) < BASELINE_N:
+            return None
+        values, last_ts = np.array([r[1] for r in rows], dtype=float), rows[-1][0]
     try:
-        return detection.fit_in_control(np.array([r[1] for r in rows])), rows[-1][0]
+        return detection.fit_in_control(values), last_ts
     except ValueError:
         return None  # a flat or non-stationary start: wait for a deliberate fit_baseline
 
@@ -409,7 +419,8 @@ def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None =
     model_doc = state.model
     chart_from = n_back  # index in `rows` where the process charts start
     if model_doc is None:
-        fitted = _auto_baseline(session, sensor.id)
+        # Without a cursor the window starts at the sensor's first reading: its baseline readings are in hand.
+        fitted = _auto_baseline(session, sensor.id, rows if state.cursor_ts is None else None)
         if fitted is not None:
             model, last_ts = fitted
             model_doc = baseline_document(model, source="first_readings", start=None, end=last_ts)
