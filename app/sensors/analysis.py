@@ -36,7 +36,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import flag_modified
 
-from app.audit.services import record_many
+from app.audit.services import plain_json_text, record_many
 from app.plant.models import Sensor
 from app.sensors import detection, queries
 from app.sensors.batch_link import StepLimits, running_steps
@@ -214,16 +214,26 @@ def _aware(stamp: Any) -> datetime:
     return np.datetime64(stamp, "us").astype(datetime).replace(tzinfo=UTC)
 
 
-def _auto_baseline(session: Session, sensor_id: int) -> tuple[detection.InControlModel, datetime] | None:
-    """Fit the fallback in-control model on the sensor's first BASELINE_N good readings, if there are that many."""
-    rows = session.execute(
-        select(SensorReading.ts, SensorReading.value)
-        .where(SensorReading.sensor_id == sensor_id, SensorReading.quality == 0)
-        .order_by(SensorReading.ts).limit(BASELINE_N)).all()
-    if len(rows) < BASELINE_N:
-        return None
+def _auto_baseline(session: Session, sensor_id: int,
+                   first: Readings | None = None) -> tuple[detection.InControlModel, datetime] | None:
+    """Fit the fallback in-control model on the sensor's first BASELINE_N good readings, if there are that many.
+
+    `first`: the sensor's readings from its very first one on, in time order, when the caller holds them (a
+    sensor's first window); they are read from the database only if they hold too few good readings.
+    """
+    good = np.flatnonzero(first.quality == 0)[:BASELINE_N] if first is not None else np.empty(0, dtype=np.intp)
+    if good.size == BASELINE_N:
+        values, last_ts = first.values[good], _aware(first.stamps[good[-1]])  # type: ignore[union-attr]
+    else:
+        rows = session.execute(
+            select(SensorReading.ts, SensorReading.value)
+            .where(SensorReading.sensor_id == sensor_id, SensorReading.quality == 0)
+            .order_by(SensorReading.ts).limit(BASELINE_N)).all()
+        if len(rows) < BASELINE_N:
+            return None
+        values, last_ts = np.array([r[1] for r in rows], dtype=float), rows[-1][0]
     try:
-        return detection.fit_in_control(np.array([r[1] for r in rows])), rows[-1][0]
+        return detection.fit_in_control(values), last_ts
     except ValueError:
         return None  # a flat or non-stationary start: wait for a deliberate fit_baseline
 
@@ -276,15 +286,32 @@ def _episode_of(row: SensorEpisode) -> detection.Episode:
                              open=row.is_open)
 
 
-def _episode_values(row: SensorEpisode) -> dict[str, Any]:
-    return {"sensor_id": row.sensor_id, "rule": row.rule, "kind": row.kind, "severity": row.severity,
-            "start_ts": row.start_ts, "end_ts": row.end_ts, "peak_ts": row.peak_ts, "peak_value": row.peak_value,
-            "n_alarms": row.n_alarms, "batch_id": row.batch_id, "step_id": row.step_id, "spec": row.spec}
-
+#: What the audit trail records of an episode opened.
+_AUDITED_COLUMNS = ("sensor_id", "rule", "kind", "severity", "start_ts", "end_ts", "peak_ts", "peak_value", "n_alarms",
+                    "batch_id", "step_id", "spec")
 
 #: Episode rows a pass wrote, with their state and rule and whether the pass opened them: inserted, audited
-#: and linked to their state together by `_record_episodes`.
-Pending = list[tuple[SensorAnalysisState | PcaState, str, SensorEpisode, bool]]
+#: and linked to their state together by `_record_episodes`. An episode the pass opened is its column values
+#: (inserted with the others in one statement), one it extended is its ORM row (updated by the flush).
+Pending = list[tuple[SensorAnalysisState | PcaState, str, SensorEpisode | dict[str, Any], bool]]
+
+#: The new episodes of a pass in one statement, the rows as one JSON parameter (as `record_many` does for their
+#: audit events): a few dozen ORM objects per job cost more than the analysis that found them. Rows are inserted
+#: in the order given, so the sorted new ids map back to them.
+_INSERT_EPISODES_SQL = text("""
+INSERT INTO sensor_episodes (sensor_id, equipment_id, kind, rule, spec, severity, start_ts, end_ts, peak_ts,
+                             peak_value, peak_deviation, n_alarms, start_index, end_index, peak_index, is_open,
+                             batch_id, step_id)
+SELECT sensor_id, equipment_id, kind, rule, spec, severity, start_ts, end_ts, peak_ts, peak_value, peak_deviation,
+       n_alarms, start_index, end_index, peak_index, is_open, batch_id, step_id
+FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (
+  sensor_id bigint, equipment_id bigint, kind varchar(20), rule varchar(40), spec jsonb, severity varchar(10),
+  start_ts timestamptz, end_ts timestamptz, peak_ts timestamptz, peak_value double precision,
+  peak_deviation double precision, n_alarms bigint, start_index bigint, end_index bigint, peak_index bigint,
+  is_open boolean, batch_id bigint, step_id bigint)) WITH ORDINALITY AS r
+ORDER BY r.ordinality
+RETURNING id
+""")
 
 
 def _save_episodes(session: Session, owner: tuple[int | None, int], state: SensorAnalysisState | PcaState,
@@ -307,7 +334,8 @@ def _save_episodes(session: Session, owner: tuple[int | None, int], state: Senso
                                          deviation=statistic, gap_tolerance=GAP_TOLERANCE, index_offset=offset)
     open_episodes = dict(state.open_episodes)
     open_episodes.pop(rule, None)
-    rows: list[tuple[SensorEpisode, bool]] = []  # (episode row, opened by this window)
+    rows: list[tuple[SensorEpisode | dict[str, Any], bool]] = []  # (episode, opened by this window)
+    spec = result.spec.to_dict()
     for position, episode in enumerate(episodes):
         local = lambda index: index - offset  # noqa: E731 (index of a global sample in this window)
         severity = "amber"
@@ -327,38 +355,46 @@ def _save_episodes(session: Session, owner: tuple[int | None, int], state: Senso
             rows.append((row, False))
         else:
             start = local(episode.start_index)
-            row = SensorEpisode(
-                sensor_id=sensor_id, equipment_id=equipment_id, kind=result.spec.kind, rule=rule,
-                spec=result.spec.to_dict(), severity=severity, start_ts=_aware(episode.start_time),
-                end_ts=_aware(episode.end_time), peak_ts=_aware(stamps[local(episode.peak_index)]),
-                peak_value=_finite(episode.peak_value),
-                peak_deviation=_finite(episode.peak_deviation) or 0.0, n_alarms=episode.n_alarms,
-                start_index=episode.start_index, end_index=episode.end_index, peak_index=episode.peak_index,
-                is_open=episode.open, batch_id=int(batch_ids[start]) if batch_ids[start] >= 0 else None,
-                step_id=int(step_ids[start]) if step_ids[start] >= 0 else None)
-            session.add(row)
-            rows.append((row, True))
+            rows.append(({
+                "sensor_id": sensor_id, "equipment_id": equipment_id, "kind": result.spec.kind, "rule": rule,
+                "spec": spec, "severity": severity, "start_ts": _aware(episode.start_time),
+                "end_ts": _aware(episode.end_time), "peak_ts": _aware(stamps[local(episode.peak_index)]),
+                "peak_value": _finite(episode.peak_value),
+                "peak_deviation": _finite(episode.peak_deviation) or 0.0, "n_alarms": int(episode.n_alarms),
+                "start_index": int(episode.start_index), "end_index": int(episode.end_index),
+                "peak_index": int(episode.peak_index), "is_open": bool(episode.open),
+                "batch_id": int(batch_ids[start]) if batch_ids[start] >= 0 else None,
+                "step_id": int(step_ids[start]) if step_ids[start] >= 0 else None}, True))
     state.open_episodes = open_episodes  # the rule's open episode, if any, is linked by _record_episodes
     pending.extend((state, rule, row, opened_here) for row, opened_here in rows)
     opened = sum(1 for _, new in rows if new)
-    return opened, sum(1 for row, _ in rows if not row.is_open)
+    return opened, sum(1 for row, new in rows if not (row["is_open"] if new else row.is_open))  # type: ignore[index,union-attr]
 
 
 def _record_episodes(session: Session, pending: Pending) -> None:
-    """Insert a pass's new episodes in one batch, audit them in one statement, and link the open ones."""
+    """Insert a pass's new episodes in one statement, audit them in one statement, and link the open ones."""
     if not pending:
         return
-    session.flush()  # one batched INSERT of the new episodes gives their ids
+    opened = [row for _, _, row, opened_here in pending if opened_here]
+    if opened:
+        ids = sorted(session.scalars(_INSERT_EPISODES_SQL, {"rows": plain_json_text(opened)}))
+        for row, new_id in zip(opened, ids, strict=True):
+            row["id"] = new_id  # type: ignore[index]
     entries: list[dict[str, Any]] = []
     for state, rule, row, opened_here in pending:
         if opened_here:
-            entries.append({"action": "create", "record_type": "sensor_episode", "record_id": row.id,
-                            "new": _episode_values(row)})
-        if row.is_open:
-            state.open_episodes = {**state.open_episodes, rule: row.id}
+            values: dict[str, Any] = row  # type: ignore[assignment]
+            entries.append({"action": "create", "record_type": "sensor_episode", "record_id": values["id"],
+                            "new": {column: values[column] for column in _AUDITED_COLUMNS}})
+        else:
+            values = {"id": row.id, "is_open": row.is_open, "end_ts": row.end_ts,  # type: ignore[union-attr]
+                      "n_alarms": row.n_alarms, "peak_value": row.peak_value}  # type: ignore[union-attr]
+        if values["is_open"]:
+            state.open_episodes = {**state.open_episodes, rule: values["id"]}
         else:  # only open episodes are carried, so a closed one was closed by this pass
-            entries.append({"action": "close", "record_type": "sensor_episode", "record_id": row.id,
-                            "new": {"end_ts": row.end_ts, "n_alarms": row.n_alarms, "peak_value": row.peak_value},
+            entries.append({"action": "close", "record_type": "sensor_episode", "record_id": values["id"],
+                            "new": {"end_ts": values["end_ts"], "n_alarms": values["n_alarms"],
+                                    "peak_value": values["peak_value"]},
                             "reason": f"no {rule} alarm for {GAP_TOLERANCE} samples"})
     if entries:
         record_many(session, entries)  # one statement; the chain order is the order of `entries`
@@ -409,7 +445,8 @@ def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None =
     model_doc = state.model
     chart_from = n_back  # index in `rows` where the process charts start
     if model_doc is None:
-        fitted = _auto_baseline(session, sensor.id)
+        # Without a cursor the window starts at the sensor's first reading: its baseline readings are in hand.
+        fitted = _auto_baseline(session, sensor.id, rows if state.cursor_ts is None else None)
         if fitted is not None:
             model, last_ts = fitted
             model_doc = baseline_document(model, source="first_readings", start=None, end=last_ts)

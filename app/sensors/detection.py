@@ -535,7 +535,8 @@ def whiten(values: np.ndarray, *, model: InControlModel, previous: float | None 
 #: shift keeps signalling while one that ended drains in a few samples (CUSUM: (ceiling - 1) h / k samples).
 CUSUM_CEILING = 2.0
 EWMA_CEILING = 1.5
-#: First chunk scanned after a statistic met its ceiling; it doubles while none does (amortised scanning).
+#: First chunk scanned after a statistic met its ceiling; it doubles while none does (amortised scanning). A
+#: window starts with one chunk of all of it: most windows never meet a ceiling, so they cost one pass.
 _RESTART_CHUNK = 8
 
 
@@ -544,14 +545,16 @@ def _ceiling_charts(z: np.ndarray, design: DetectorDesign,
     """Run EWMA and CUSUM over finite standardised data with their statistics held under the ceilings.
 
     Returns (alarm, EWMA, state after the last sample). Between ceiling hits the charts are the vectorised
-    recursions; a window is scanned in growing chunks from each hit, so a quiet window costs a few numpy passes.
+    recursions; a window is scanned whole, then in growing chunks from each hit, so a quiet window costs one
+    numpy pass. The chunking changes only the work done, never the result: each chunk's recursions are exact
+    prefixes, cut at the first hit.
     """
     lam, limit, k, h = design.ewma.lam, design.ewma.limit, design.cusum.k, design.cusum.h
     ewma_cap, cusum_cap = EWMA_CEILING * limit, CUSUM_CEILING * h
     n = z.size
     alarm, smoothed = np.zeros(n, dtype=bool), np.empty(n)
     level, up0, down0 = state.ewma, state.cusum_up, state.cusum_down
-    position, chunk = 0, _RESTART_CHUNK
+    position, chunk = 0, max(n, 1)
     while position < n:
         segment = z[position: position + chunk]
         e = ewma(segment, lam, start=level)

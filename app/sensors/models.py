@@ -275,6 +275,19 @@ INSTALL_SQL = [DEFAULT_PARTITION_SQL, ENSURE_PARTITION_SQL]
 for _statement in INSTALL_SQL:
     event.listen(SensorReading.__table__, "after_create", DDL(_statement.replace("%", "%%")))
 
+#: Payloads (megabytes of JSON) are compressed with lz4, where the server has it: pglz, the default, spent about
+#: 20 ms of database CPU per 1.7 MB payload, lz4 a third of that, for a slightly larger result.
+PAYLOAD_COMPRESSION_SQL = """
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)) THEN
+    ALTER TABLE sensor_ingests ALTER COLUMN payload SET COMPRESSION lz4;
+  END IF;
+END
+$$
+"""
+event.listen(SensorIngest.__table__, "after_create", DDL(PAYLOAD_COMPRESSION_SQL))
+
 
 for _model in (SensorIngest, SensorEpisode, PcaModel):
     protect_gmp_table(_model.__table__)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -96,7 +97,7 @@ def _json_document(body: bytes) -> dict[str, Any]:
         raise PayloadError('the payload must be a JSON object with a "readings" list')
     if not document["readings"]:
         raise PayloadError('"readings" is empty: send at least one reading')
-    if not all(type(item) is dict for item in document["readings"]):
+    if set(map(type, document["readings"])) != {dict}:  # one C-level pass over the items
         raise PayloadError('every item of "readings" must be an object with sensor, ts and value')
     message_id = document.get("message_id")
     if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 200):
@@ -158,6 +159,22 @@ def _uniform_utc_cores(raw: list[Any]) -> list[str] | None:
 def _timestamps(raw: list[Any]) -> np.ndarray:
     """Parse timestamps into datetime64[us] UTC (NaT where a value is not an RFC 3339 timestamp with an offset).
 
+    A gateway stamps all its sensors' samples of one instant alike, so a payload has far fewer distinct
+    timestamps than readings: each distinct string is parsed once and the result spread to its readings.
+    """
+    if len(raw) < 2 or set(map(type, raw)) != {str}:
+        return _parse_timestamps(raw)
+    distinct = dict.fromkeys(raw)
+    if len(distinct) > len(raw) // 2:
+        return _parse_timestamps(raw)
+    position = dict(zip(distinct, range(len(distinct)), strict=True))
+    return _parse_timestamps(list(distinct))[np.fromiter(map(position.__getitem__, raw), dtype=np.intp,
+                                                          count=len(raw))]
+
+
+def _parse_timestamps(raw: list[Any]) -> np.ndarray:
+    """Parse each timestamp (see `_timestamps`).
+
     The common form (UTC, `Z` or `+00:00`) is parsed by numpy as one array; any other offset, or a string numpy
     refuses, falls back to `parse_timestamp` one by one, so the fast path never accepts what the slow one refuses.
     """
@@ -218,7 +235,7 @@ def _numbers(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _columns(out: ParsedReadings, sensors: list[Any], stamps: list[Any], values: list[Any],
-             qualities: list[Any], indices: list[int]) -> ParsedReadings:
+             qualities: list[Any], indices: Sequence[int]) -> ParsedReadings:
     """Check the readings column by column and keep the accepted ones; refuse each other with its first fault."""
     n = len(sensors)
     tag_ok, tag_of = _tags(sensors)
@@ -239,15 +256,18 @@ def _columns(out: ParsedReadings, sensors: list[Any], stamps: list[Any], values:
         refused |= fault
     for position in sorted(reason_of):
         out.refuse(indices[position], sensors[position], reason_of[position])
+    positions = (np.arange(indices.start, indices.stop, indices.step, dtype=np.int64) if isinstance(indices, range)
+                 else np.asarray(indices, dtype=np.int64))
     if not refused.any():
-        out.tags = [tag_of[s] for s in sensors]
-        out.stamps, out.values, out.qualities = ts, number, quality
-        out.indices = np.asarray(indices, dtype=np.int64)
+        # Tags normally arrive without surrounding blanks: then the column is kept as it came.
+        stripped = all(raw == tag for raw, tag in tag_of.items())
+        out.tags = sensors if stripped else list(map(tag_of.__getitem__, sensors))
+        out.stamps, out.values, out.qualities, out.indices = ts, number, quality, positions
         return out
     keep = np.flatnonzero(~refused)
     out.tags = [tag_of[sensors[i]] for i in keep.tolist()]
     out.stamps, out.values, out.qualities = ts[keep], number[keep], quality[keep]
-    out.indices = np.asarray(indices, dtype=np.int64)[keep]
+    out.indices = positions[keep]
     return out
 
 
@@ -269,7 +289,7 @@ def parse_readings(body: bytes, kind: str) -> ParsedReadings:
         out.total = len(items)
         return _columns(out, [item.get("sensor") for item in items], [item.get("ts") for item in items],
                         [item.get("value") for item in items], [item.get("quality") for item in items],
-                        list(range(len(items))))
+                        range(len(items)))
     check_envelope(body, kind)
     sensors: list[Any] = []
     stamps: list[Any] = []
