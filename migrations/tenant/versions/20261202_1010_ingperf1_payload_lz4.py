@@ -5,14 +5,14 @@ without lz4 keeps pglz. The SQL is copied from app/sensors/models.py on purpose:
 must not change when the model does.
 
 Revision ID: ingperf1
-Revises: ingest1
+Revises: audit2
 Create Date: 2026-12-02 10:00
 """
 
 from alembic import op
 
 revision = "ingperf1"
-down_revision = "ingest1"
+down_revision = "audit2"
 branch_labels = None
 depends_on = None
 
