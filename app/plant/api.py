@@ -9,6 +9,7 @@ from flask_login import current_user
 from pydantic import BaseModel
 
 from app import esign
+from app.audit.deletion import refuse_delete_request
 from app.core.api import one, page, parse_body, register_api_errors, signing_credentials
 from app.core.errors import NotFound
 from app.core.tenancy import tenant_transaction
@@ -259,3 +260,14 @@ def scan() -> Any:
         return problem(404, "Not Found", f"nothing in this tenant is labelled {code.strip()[:100]!r}")
     kind, record_id = found
     return ScanOut(kind=kind, id=record_id, label=code.strip(), url=scan_target(kind, record_id)).model_dump()
+
+
+#: Record type of each plant collection of the API.
+RECORD_TYPE_OF = {"sites": "site", "lines": "line", "equipment": "equipment", "sensors": "sensor"}
+
+
+@bp.delete(f"{PREFIX}/<any(sites, lines, equipment, sensors):collection>/<int:record_id>")
+@requires("plant.manage")
+def delete_refused(collection: str, record_id: int) -> Any:
+    """Refuse to delete a plant record (GMP records are never deleted); the attempt goes into the audit trail."""
+    return refuse_delete_request(RECORD_TYPE_OF[collection], record_id)

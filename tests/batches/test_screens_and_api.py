@@ -194,3 +194,9 @@ def test_the_batch_page_links_to_its_audit_history(client, make_floor) -> None:
     assert f'rel="history" href="{history}"' in page
     trail = client.get(history).get_data(as_text=True)
     assert "History of Batch" in trail and "status_change" in trail
+    # Deleting the batch is refused and the attempt joins its history.
+    refused = _api(client, floor, f"/{batch_id}", {"reason": "planned twice"}, method="delete")
+    assert refused.status_code == 409 and "never deleted" in refused.get_json()["detail"]
+    assert floor.batch(batch_id) is not None
+    assert "delete_attempt" in client.get(history).get_data(as_text=True)
+    assert "planned twice" in client.get(history).get_data(as_text=True)
