@@ -4,17 +4,14 @@ GMP records are never deleted (the tables refuse DELETE even for their owner); a
 that says how to correct the record instead, and the trail keeps one `delete_attempt` event naming who asked, for
 which record, and why. Areas route the DELETE of their records' API paths here:
 
-    @bp.delete(f"{PREFIX}/lots/<int:record_id>")
-    @requires("materials.manage")
-    def delete_lot(record_id: int) -> Any:
-        return refuse_delete_request("lot", record_id)
+    refuse_deletions(bp, permission="materials.manage", rules={f"{PREFIX}/lots/<int:record_id>": "lot"})
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import g, request
+from flask import Blueprint, g, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,7 +20,7 @@ from app.audit.services import refuse_deletion
 from app.core.db import TenantBase
 from app.core.errors import NotFound
 from app.core.tenancy import Actor, TenantRef, tenant_transaction
-from app.core.web import problem, request_actor
+from app.core.web import problem, request_actor, requires
 
 #: What the refused client is told to do instead.
 INSTEAD = "correct it or change its status with a reason instead"
@@ -67,3 +64,14 @@ def refuse_delete_request(record_type: str, record_id: int) -> Any:
     return problem(409, "GMP records are never deleted",
                    f"{label} {record_id} is a GMP record and is never deleted: {INSTEAD}. "
                    f"The attempt is recorded in the audit trail (event {seq}).", audit_seq=seq)
+
+
+def refuse_deletions(bp: Blueprint, *, permission: str, rules: dict[str, str]) -> None:
+    """Answer `DELETE` on each rule of `bp` (ending in `<int:record_id>`) with `refuse_delete_request` of its type."""
+    for rule, record_type in rules.items():
+        def view(record_id: int, record_type: str = record_type) -> Any:
+            return refuse_delete_request(record_type, record_id)
+
+        view.__doc__ = f"Refuse to delete a {record_type_label(record_type).lower()}; the attempt is audited."
+        bp.add_url_rule(rule, endpoint=f"delete_{record_type}_refused", view_func=requires(permission)(view),
+                        methods=["DELETE"])

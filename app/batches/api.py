@@ -10,7 +10,7 @@ from flask import g, request
 from flask_login import current_user
 
 from app import esign
-from app.audit.deletion import refuse_delete_request
+from app.audit.deletion import refuse_deletions
 from app.batches import ebr, execution, queries, services
 from app.batches.errors import EntryNeedsDecision
 from app.batches.forms import device_clock, override_from, step_signer
@@ -328,8 +328,4 @@ def skip(batch_id: int, step_id: int) -> Any:
         return one(execution.skip_step(session, batch_id=batch_id, step_id=step_id, reason=body.reason), StepOut)
 
 
-@bp.delete(f"{PREFIX}/<int:record_id>")
-@requires("batches.plan")
-def delete_batch_refused(record_id: int) -> Any:
-    """Refuse to delete a batch (abort it with a reason instead); the attempt goes into the audit trail."""
-    return refuse_delete_request("batch", record_id)
+refuse_deletions(bp, permission="batches.plan", rules={f"{PREFIX}/<int:record_id>": "batch"})

@@ -13,14 +13,7 @@ from app.audit.registry import RECORD_TYPES, record_page_url
 from app.core.errors import Conflict, NotFound, ValidationError
 from app.core.tenancy import tenant_transaction
 from app.core.web import MEMBER, request_actor, requires, tenant_blueprint
-from app.esign.forms import (
-    identification_required,
-    note_signature_made,
-    signing_credentials,
-    sso_signing,
-    start_sso_reauth,
-    wants_sso_reauth,
-)
+from app.esign import forms
 from app.esign.manifest import format_signed_at
 from app.esign.models import Signature, SignatureRoute
 from app.esign.services import (
@@ -156,8 +149,8 @@ def route_page(record_type: str, record_id: str) -> Any:
         view = _route_view(session, record_type, record_id)
         labels = {m.code: m.label for m in meanings(session)}
     return render_template("esign/route.html", record_type=record_type, record_id=record_id, labels=labels,
-                           require_user_id=identification_required(),
-                           sso=sso_signing(record_type=record_type, record_id=record_id), **view)
+                           require_user_id=forms.identification_required(),
+                           sso=forms.sso_signing(record_type=record_type, record_id=record_id), **view)
 
 
 @bp.post("/signatures/route/<record_type>/<record_id>")
@@ -172,17 +165,18 @@ def route_sign(record_type: str, record_id: str) -> Any:
         raise Conflict(f"{kind.label} records are signed on their route from their own page")
     with tenant_transaction(g.tenant, actor=actor) as session:
         view = _route_view(session, record_type, record_id)
-        if wants_sso_reauth(request.form):
+        if forms.wants_sso_reauth(request.form):
             content = view["content"]
         else:
             content = None
             sign(session, record_type=record_type, record_id=record_id, content=view["content"], meaning=meaning,
                  actor=actor, user_id=current_user.id, reason=request.form.get("reason"),
-                 **signing_credentials(request.form))
+                 **forms.signing_credentials(request.form))
             state = route_state(session, record_type=record_type, record_id=record_id)
     if content is not None:
-        return start_sso_reauth(record_type=record_type, record_id=record_id, meaning=meaning, content=content,
-                                return_to=here, keep={"reason": request.form.get("reason") or ""})
-    note_signature_made()
+        return forms.start_sso_reauth(record_type=record_type, record_id=record_id, meaning=meaning,
+                                      content=content, return_to=here,
+                                      keep={"reason": request.form.get("reason") or ""})
+    forms.note_signature_made()
     flash(f"Signed; on its route the record is now {state.record_status if state else 'unchanged'}.", "info")
     return redirect(here)

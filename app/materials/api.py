@@ -8,7 +8,7 @@ from flask import g, request
 from flask_login import current_user
 
 from app import esign
-from app.audit.deletion import refuse_delete_request
+from app.audit.deletion import refuse_deletions
 from app.core.api import one, page, parse_body, register_api_errors, signing_credentials
 from app.core.errors import NotFound, ValidationError
 from app.core.tenancy import tenant_transaction
@@ -181,15 +181,5 @@ def trace(lot_id: int) -> Any:
         return found.as_dict()
 
 
-@bp.delete(f"{PREFIX}/<int:record_id>")
-@requires("materials.manage")
-def delete_material_refused(record_id: int) -> Any:
-    """Refuse to delete a material (GMP records are never deleted); the attempt goes into the audit trail."""
-    return refuse_delete_request("material", record_id)
-
-
-@bp.delete(f"{PREFIX}/lots/<int:record_id>")
-@requires("materials.manage")
-def delete_lot_refused(record_id: int) -> Any:
-    """Refuse to delete a lot (its ledger and genealogy stay whole); the attempt goes into the audit trail."""
-    return refuse_delete_request("lot", record_id)
+refuse_deletions(bp, permission="materials.manage", rules={f"{PREFIX}/<int:record_id>": "material",
+                                                           f"{PREFIX}/lots/<int:record_id>": "lot"})

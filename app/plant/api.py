@@ -9,7 +9,7 @@ from flask_login import current_user
 from pydantic import BaseModel
 
 from app import esign
-from app.audit.deletion import refuse_delete_request
+from app.audit.deletion import refuse_deletions
 from app.core.api import one, page, parse_body, register_api_errors, signing_credentials
 from app.core.errors import NotFound
 from app.core.tenancy import tenant_transaction
@@ -262,12 +262,7 @@ def scan() -> Any:
     return ScanOut(kind=kind, id=record_id, label=code.strip(), url=scan_target(kind, record_id)).model_dump()
 
 
-#: Record type of each plant collection of the API.
-RECORD_TYPE_OF = {"sites": "site", "lines": "line", "equipment": "equipment", "sensors": "sensor"}
-
-
-@bp.delete(f"{PREFIX}/<any(sites, lines, equipment, sensors):collection>/<int:record_id>")
-@requires("plant.manage")
-def delete_refused(collection: str, record_id: int) -> Any:
-    """Refuse to delete a plant record (GMP records are never deleted); the attempt goes into the audit trail."""
-    return refuse_delete_request(RECORD_TYPE_OF[collection], record_id)
+refuse_deletions(bp, permission="plant.manage", rules={f"{PREFIX}/sites/<int:record_id>": "site",
+                                                       f"{PREFIX}/lines/<int:record_id>": "line",
+                                                       f"{PREFIX}/equipment/<int:record_id>": "equipment",
+                                                       f"{PREFIX}/sensors/<int:record_id>": "sensor"})

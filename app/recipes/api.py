@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Response, g, request
 
-from app.audit.deletion import refuse_delete_request
+from app.audit.deletion import refuse_deletions
 from app.core.api import parse_body, register_api_errors
 from app.core.errors import ValidationError
 from app.core.tenancy import tenant_transaction
@@ -196,15 +196,5 @@ def import_template(template_id: str) -> Any:
         return _version_out(version, with_messages=True), 201
 
 
-@bp.delete(f"{PREFIX}/<int:record_id>")
-@requires("recipes.author")
-def delete_master_recipe_refused(record_id: int) -> Any:
-    """Refuse to delete a master recipe (retire its version instead); the attempt goes into the audit trail."""
-    return refuse_delete_request("master_recipe", record_id)
-
-
-@bp.delete(f"{PREFIX}/versions/<int:record_id>")
-@requires("recipes.author")
-def delete_recipe_version_refused(record_id: int) -> Any:
-    """Refuse to delete a recipe version (retire it instead); the attempt goes into the audit trail."""
-    return refuse_delete_request("recipe_version", record_id)
+refuse_deletions(bp, permission="recipes.author", rules={f"{PREFIX}/<int:record_id>": "master_recipe",
+                                                         f"{PREFIX}/versions/<int:record_id>": "recipe_version"})
