@@ -21,6 +21,7 @@ The GMP record convention every area follows (enforced by `tests/audit/test_gmp_
 4. Each service calls `record(session, action=..., record_type=..., record_id=..., old=..., new=..., reason=...)`
    exactly once per create / correct / status_change, in the same transaction as the change; corrections and
    status changes need a reason (422 otherwise). A delete request is answered 409 after
-   `refuse_deletion(session, ..., reason=...)` recorded the attempt (commit it, then answer).
+   `refuse_deletion(session, ..., reason=...)` recorded the attempt (commit it, then answer); the JSON APIs route
+   `DELETE` of their records to `app.audit.deletion.refuse_delete_request(record_type, record_id)`, which does both.
 5. Record pages link to their history with `record_history_url(record_type, record_id)` (a Jinja global too).
 """

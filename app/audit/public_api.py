@@ -1,4 +1,5 @@
-"""Audit trail endpoints of the public API (`/api/v1/audit/events`; read only, scope `audit.read`).
+"""Audit trail endpoints of the public API (`/api/v1/audit/events`; read only, scope `audit.read`), and the refusal of
+`DELETE` on the API's GMP records (each attempt a `delete_attempt` event).
 
 The same filters as the audit review screen (`AuditFilters`): record type and id, actor, action, time range.
 Events come oldest first by their gapless sequence number, so an integration (a SIEM, an archive) can follow
@@ -13,9 +14,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from app.api.registry import operation, paginate
-from app.api.schemas import Moment, Page, PageQuery
+from app.api.errors import ApiError
+from app.api.registry import api_actor, operation, paginate
+from app.api.schemas import Moment, Page, PageQuery, Query
 from app.api.services import ApiPrincipal
+from app.audit.deletion import INSTEAD, record_deletion_attempt
 from app.audit.models import AuditEvent
 from app.audit.queries import AuditFilters
 from app.core.errors import NotFound
@@ -93,3 +96,46 @@ def get_audit_event(principal: ApiPrincipal, *, seq: int) -> dict[str, Any]:
         if event is None:
             raise NotFound(f"no audit event {seq} in this tenant")
         return _event((event,))
+
+
+# -- deletion attempts -------------------------------------------------------------------------------------------
+
+
+class DeletionQuery(Query):
+    """Why the caller wants the record gone (kept in the audit trail with the refused attempt)."""
+
+    reason: str | None = Field(default=None, max_length=2000, description="Why the record should be deleted")
+
+
+#: The public API's GMP records: (path, path argument, record type, label, permission to manage them, tag).
+DELETABLE_LOOKING = [
+    ("/sites/<int:site_id>", "site_id", "site", "site", "plant.manage", "plant"),
+    ("/lines/<int:line_id>", "line_id", "line", "line", "plant.manage", "plant"),
+    ("/equipment/<int:equipment_id>", "equipment_id", "equipment", "equipment item", "plant.manage", "plant"),
+    ("/sensors/<int:sensor_id>", "sensor_id", "sensor", "sensor", "plant.manage", "plant"),
+    ("/materials/<int:material_id>", "material_id", "material", "material", "materials.manage", "materials"),
+    ("/lots/<int:lot_id>", "lot_id", "lot", "lot", "materials.manage", "materials"),
+]
+
+
+def _refuse_deletion_operation(rule: str, arg: str, record_type: str, label: str, permission: str,
+                               tag: str) -> None:
+    def refuse(principal: ApiPrincipal, *, query: DeletionQuery, **path: int) -> None:
+        seq = record_deletion_attempt(principal.tenant, api_actor(principal), record_type=record_type,
+                                      record_id=path[arg], reason=query.reason)
+        raise ApiError(409, "GMP records are never deleted",
+                       f"{label} {path[arg]} is a GMP record and is never deleted: {INSTEAD}. The attempt is "
+                       f"recorded in the audit trail (event {seq}).", audit_seq=seq)
+
+    refuse.__name__ = refuse.__qualname__ = f"delete_{record_type}"
+    operation("DELETE", rule, summary=f"Delete a {label} (always refused)", permission=permission,
+              query=DeletionQuery, status=409, tags=[tag],
+              errors={404: f"No such {label} in this tenant (nothing is recorded)",
+                      409: f"Always: a {label} is a GMP record; the attempt is recorded in the audit trail"},
+              description=f"GMP records are never deleted. The request is refused with 409 and recorded as a "
+                          f"`delete_attempt` event naming the caller, the {label} and the reason given; correct the "
+                          f"{label} or change its status with a reason instead.")(refuse)
+
+
+for _spec in DELETABLE_LOOKING:
+    _refuse_deletion_operation(*_spec)

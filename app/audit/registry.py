@@ -75,6 +75,9 @@ class RecordType:
     id_arg: str = "record_id"
     #: `content(session, record_id) -> dict | None`: the canonical content a signature is bound to.
     content: Callable[[Session, str], dict[str, Any] | None] | None = None
+    #: True when the record's own page drives its signature route (and copies the route status onto the record);
+    #: otherwise a tenant-configured route is signed on the generic route page of `app.esign`.
+    route_on_own_page: bool = False
 
 
 RECORD_TYPES: dict[str, RecordType] = {}
@@ -82,9 +85,11 @@ RECORD_TYPES: dict[str, RecordType] = {}
 
 def register_record_type(name: str, *, label: str, table: str | None = None, endpoint: str | None = None,
                          id_arg: str = "record_id",
-                         content: Callable[[Session, str], dict[str, Any] | None] | None = None) -> RecordType:
+                         content: Callable[[Session, str], dict[str, Any] | None] | None = None,
+                         route_on_own_page: bool = False) -> RecordType:
     """Register (or re-register, on module reload) a GMP record type."""
-    kind = RecordType(name=name, label=label, table=table, endpoint=endpoint, id_arg=id_arg, content=content)
+    kind = RecordType(name=name, label=label, table=table, endpoint=endpoint, id_arg=id_arg, content=content,
+                      route_on_own_page=route_on_own_page)
     RECORD_TYPES[name] = kind
     return kind
 

@@ -69,8 +69,12 @@ def history(record_type: str, record_id: str) -> Any:
     with tenant_transaction(g.tenant) as session:
         events = list(reversed(audit_page(session, filters, size=1000)))
         checks = _signature_checks(session, record_type, record_id)
+        kind = RECORD_TYPES.get(record_type)
+        on_route = (kind is not None and kind.content is not None and not kind.route_on_own_page
+                    and (esign.route_state(session, record_type=record_type, record_id=record_id) is not None
+                         or esign.active_route(session, record_type) is not None))
     return render_template("audit/history.html", events=events, filters=filters, checks=checks,
-                           record_type=record_type, record_id=record_id)
+                           record_type=record_type, record_id=record_id, on_route=on_route)
 
 
 def _csv_lines(events: list[Any], truncated: bool) -> Iterator[str]:

@@ -10,6 +10,7 @@ from flask import g, request
 from flask_login import current_user
 
 from app import esign
+from app.audit.deletion import refuse_deletions
 from app.batches import ebr, execution, queries, services
 from app.batches.errors import EntryNeedsDecision
 from app.batches.forms import device_clock, override_from, step_signer
@@ -326,3 +327,5 @@ def skip(batch_id: int, step_id: int) -> Any:
     with _tx() as session:
         return one(execution.skip_step(session, batch_id=batch_id, step_id=step_id, reason=body.reason), StepOut)
 
+
+refuse_deletions(bp, permission="batches.plan", rules={f"{PREFIX}/<int:record_id>": "batch"})

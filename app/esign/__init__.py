@@ -26,6 +26,9 @@ The API other areas call, always inside their own tenant transaction (services f
     state = esign.route_state(session, record_type=..., record_id=...)     # None if never on a route
     record.status = state.record_status                 # the record's status follows its route
     esign.verify_signature(session, sig, current_content)  # False once the record changed or on another record
+
+Records whose type a tenant puts on a route but whose own page does not drive it (`route_on_own_page` in the audit
+registry) are signed step by step on the generic route page `esign.route_page` (linked from their history page).
     esign.check_signatures(session, esign.signatures_of(session, ...), current_content)  # for pages, exports
 
 `content` is the record's canonical content as a dict of JSON-able values: include every field a signer attests
@@ -52,6 +55,7 @@ from app.esign.services import (
     RouteState,
     RouteStep,
     SignatureCheck,
+    active_route,
     check_record_signatures,
     check_signatures,
     configure_route,
@@ -72,6 +76,7 @@ __all__ = [
     "SignatureRefused",
     "SignerNotPermitted",
     "SsoSigning",
+    "active_route",
     "check_record_signatures",
     "check_signatures",
     "configure_route",

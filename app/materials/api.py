@@ -8,6 +8,7 @@ from flask import g, request
 from flask_login import current_user
 
 from app import esign
+from app.audit.deletion import refuse_deletions
 from app.core.api import one, page, parse_body, register_api_errors, signing_credentials
 from app.core.errors import NotFound, ValidationError
 from app.core.tenancy import tenant_transaction
@@ -178,3 +179,7 @@ def trace(lot_id: int) -> Any:
         if found is None:
             raise NotFound(f"no lot {lot_id}")
         return found.as_dict()
+
+
+refuse_deletions(bp, permission="materials.manage", rules={f"{PREFIX}/<int:record_id>": "material",
+                                                           f"{PREFIX}/lots/<int:record_id>": "lot"})

@@ -9,6 +9,7 @@ from flask_login import current_user
 from pydantic import BaseModel
 
 from app import esign
+from app.audit.deletion import refuse_deletions
 from app.core.api import one, page, parse_body, register_api_errors, signing_credentials
 from app.core.errors import NotFound
 from app.core.tenancy import tenant_transaction
@@ -259,3 +260,9 @@ def scan() -> Any:
         return problem(404, "Not Found", f"nothing in this tenant is labelled {code.strip()[:100]!r}")
     kind, record_id = found
     return ScanOut(kind=kind, id=record_id, label=code.strip(), url=scan_target(kind, record_id)).model_dump()
+
+
+refuse_deletions(bp, permission="plant.manage", rules={f"{PREFIX}/sites/<int:record_id>": "site",
+                                                       f"{PREFIX}/lines/<int:record_id>": "line",
+                                                       f"{PREFIX}/equipment/<int:record_id>": "equipment",
+                                                       f"{PREFIX}/sensors/<int:record_id>": "sensor"})

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Response, g, request
 
+from app.audit.deletion import refuse_deletions
 from app.core.api import parse_body, register_api_errors
 from app.core.errors import ValidationError
 from app.core.tenancy import tenant_transaction
@@ -194,3 +195,6 @@ def import_template(template_id: str) -> Any:
                                            change_reason=body.change_reason)
         return _version_out(version, with_messages=True), 201
 
+
+refuse_deletions(bp, permission="recipes.author", rules={f"{PREFIX}/<int:record_id>": "master_recipe",
+                                                         f"{PREFIX}/versions/<int:record_id>": "recipe_version"})

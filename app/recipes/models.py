@@ -399,7 +399,8 @@ def _version_content(session: Session, record_id: str) -> dict[str, Any] | None:
 
 
 register_record_type(VERSION_RECORD_TYPE, label="Recipe version", table="recipe_versions",
-                     endpoint="recipes.version", id_arg="version_id", content=_version_content)
+                     endpoint="recipes.version", id_arg="version_id", content=_version_content,
+                     route_on_own_page=True)
 register_record_type("recipe_version_revision", label="Recipe draft revision", table="recipe_version_revisions")
 register_record_type("recipe_version_diff", label="Recipe version diff", table="recipe_version_diffs")
 register_record_type("recipe_attachment", label="Recipe instruction image", table="recipe_attachments")

@@ -103,3 +103,48 @@ def test_signing_over_http_re_asks_password_and_user_id_after_sign_in(client, ma
     response = client.post(f"{base}/reviews", data={**data, "conclusion": "second look"})
     assert response.status_code == 302
     assert _count(tenant, "SELECT count(*) FROM signatures WHERE record_type = 'audit_review'") == 2
+
+
+def test_signing_after_an_idle_period_asks_for_the_user_id_again(app, client, make_tenant) -> None:
+    tenant = make_tenant()
+    _trail(tenant)
+    sign_in(client, tenant.admin_email)
+    base = f"/t/{tenant.ref.slug}/audit"
+    token = csrf_token(client, f"{base}?record_type=lot")
+    data = {"record_type": "lot", "conclusion": "first look", "csrf_token": token,
+            "signature_password": TEST_PASSWORD, "signature_user_id": tenant.admin_email}
+    assert client.post(f"{base}/reviews", data=data).status_code == 302
+    assert 'name="signature_user_id"' not in client.get(f"{base}?record_type=lot").get_data(as_text=True)
+    # The signer walks away: the last signature is now older than the idle timeout (§11.200(a)(1)(ii)).
+    with client.session_transaction() as flask_session:
+        flask_session["esign_last_signed_at"] -= app.config["ESIGN_IDLE_TIMEOUT_S"] + 1
+    assert 'name="signature_user_id"' in client.get(f"{base}?record_type=lot").get_data(as_text=True)
+    response = client.post(f"{base}/reviews", data={**data, "signature_user_id": "", "conclusion": "after a break"})
+    assert response.status_code == 422 and "user ID" in response.get_data(as_text=True)
+    assert _count(tenant, "SELECT count(*) FROM audit_reviews") == 1
+    assert client.post(f"{base}/reviews", data={**data, "conclusion": "after a break"}).status_code == 302
+    assert _count(tenant, "SELECT count(*) FROM signatures WHERE record_type = 'audit_review'") == 2
+
+
+def test_trail_filters_by_time_range(client, make_tenant) -> None:
+    tenant = make_tenant()
+    moments = []
+    for record_id in ("EARLY", "LATE"):  # two transactions: two database times
+        with tenant_transaction(tenant.ref, actor=BOB) as session:
+            moments.append(record(session, action="create", record_type="lot", record_id=record_id,
+                                  new={"qty": "1"}).occurred_at)
+    assert moments[0] < moments[1]
+    sign_in(client, tenant.admin_email)
+
+    def ids(**window: str) -> list[str]:
+        body = client.get(f"/t/{tenant.ref.slug}/audit/export.csv", query_string=window).get_data(as_text=True)
+        return [r["record_id"] for r in csv.DictReader(io.StringIO(body))]
+
+    assert ids() == ["EARLY", "LATE"]
+    assert ids(since=moments[1].isoformat()) == ["LATE"]
+    assert ids(until=moments[0].isoformat()) == ["EARLY"]
+    today = moments[0].date()
+    assert ids(since=str(today), until=str(today)) in (["EARLY", "LATE"], ["EARLY"])  # whole UTC days
+    assert ids(until=str(today.replace(year=today.year - 1))) == []
+    page = client.get(f"/t/{tenant.ref.slug}/audit", query_string={"since": moments[1].isoformat()})
+    assert "LATE" in page.get_data(as_text=True) and "EARLY" not in page.get_data(as_text=True)

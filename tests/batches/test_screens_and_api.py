@@ -9,6 +9,7 @@ import uuid
 
 from sqlalchemy import func, select
 
+from app.audit.models import AuditEvent
 from app.batches.models import Batch, StepEntry
 from tests.batches.conftest import key
 from tests.conftest import TEST_PASSWORD, csrf_token, sign_in
@@ -155,3 +156,47 @@ def test_the_record_page_and_exports_open(client, make_floor) -> None:
         floor.batch(batch_id).batch_number
     assert client.get(f"/t/{slug}/batches/{batch_id}/steps/999999").status_code == 404
     assert client.get(f"/t/{slug}/batches/{uuid.uuid4().int % 10**6 + 10**6}").status_code == 404
+
+
+def test_a_correction_without_a_reason_is_a_422_and_stores_nothing(client, make_floor) -> None:
+    floor = make_floor()
+    batch_id = floor.new_batch()
+    floor.do_clearance(batch_id)
+    floor.start(batch_id, "charge")
+    first = floor.enter(batch_id, "charge", "temp", {"value": "37.0", "unit": "degC"})
+    sign_in(client, floor.operator.email)
+    with floor.tx() as s:
+        events = s.scalar(select(func.count()).select_from(AuditEvent))
+    before = _entries(floor, batch_id)
+    for reason in ("", "   "):
+        response = _api(client, floor, f"/{batch_id}/entries/{first.entry.id}/corrections", {
+            "idempotency_key": key(), "control_recipe_hash": floor.control_hash(batch_id), "value": "37.5",
+            "unit": "degC", "reason": reason})
+        assert response.status_code == 422, response.get_json()
+        assert "reason" in response.get_json()["detail"]
+    assert _entries(floor, batch_id) == before
+    with floor.tx() as s:
+        assert s.scalar(select(func.count()).select_from(AuditEvent)) == events  # not even a refused attempt
+    response = _api(client, floor, f"/{batch_id}/entries/{first.entry.id}/corrections", {
+        "idempotency_key": key(), "control_recipe_hash": floor.control_hash(batch_id), "value": "37.5",
+        "unit": "degC", "reason": "transcription error"})
+    assert response.status_code == 201, response.get_json()
+    assert _entries(floor, batch_id) == before + 1
+
+
+def test_the_batch_page_links_to_its_audit_history(client, make_floor) -> None:
+    floor = make_floor()
+    batch_id = floor.new_batch()
+    slug = floor.tenant.ref.slug
+    sign_in(client, floor.supervisor.email)
+    page = client.get(f"/t/{slug}/batches/{batch_id}").get_data(as_text=True)
+    history = f"/t/{slug}/audit/records/batch/{batch_id}"
+    assert f'rel="history" href="{history}"' in page
+    trail = client.get(history).get_data(as_text=True)
+    assert "History of Batch" in trail and "status_change" in trail
+    # Deleting the batch is refused and the attempt joins its history.
+    refused = _api(client, floor, f"/{batch_id}", {"reason": "planned twice"}, method="delete")
+    assert refused.status_code == 409 and "never deleted" in refused.get_json()["detail"]
+    assert floor.batch(batch_id) is not None
+    assert "delete_attempt" in client.get(history).get_data(as_text=True)
+    assert "planned twice" in client.get(history).get_data(as_text=True)
