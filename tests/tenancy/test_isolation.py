@@ -176,10 +176,17 @@ def _script_info(app):
     return ScriptInfo(create_app=lambda *_: app)
 
 
-def test_subdomain_routing_when_server_name_is_set(app, client, make_tenant) -> None:
+def test_subdomain_routing_when_server_name_is_set(app, make_tenant, monkeypatch) -> None:
+    from app.factory import create_app
+
     a, b = make_tenant(), make_tenant()
-    app.config["SERVER_NAME"] = "batchline.test"
+    # As an operator configures it: BATCHLINE_SERVER_NAME in the environment of a fresh app.
+    monkeypatch.setenv("BATCHLINE_SERVER_NAME", "batchline.test")
+    hosted = create_app({key: app.config[key] for key in (
+        "DATABASE_URL", "REDIS_URL", "TESTING", "SECRET_KEY", "PASSWORD_HASH_PROFILE", "RATELIMIT_SIGNIN_PER_IP")})
     try:
+        assert hosted.config["SERVER_NAME"] == "batchline.test"
+        client = hosted.test_client()
         # Session cookies stay host-only: sign in on the tenant's own host, as a user there would.
         host = f"http://{a.ref.slug}.batchline.test"
         html = client.get("/login", base_url=host).get_data(as_text=True)
@@ -189,7 +196,11 @@ def test_subdomain_routing_when_server_name_is_set(app, client, make_tenant) -> 
         home = client.get("/", base_url=host)
         assert home.status_code == 200 and f"Welcome to {a.ref.slug}" in home.get_data(as_text=True)
         assert client.get("/admin/jobs", base_url=host).status_code == 200
+        assert client.get(f"/t/{a.ref.slug}/", base_url=host).status_code == 200  # path routing still works
         assert client.get(f"/t/{b.ref.slug}/", base_url=host).status_code == 404
         assert client.get("/healthz", base_url=host).status_code == 200
+        # Tenant B's own host: the session of A's host is not sent there, so it is a sign-in, never B's page.
+        other = client.get("/", base_url=f"http://{b.ref.slug}.batchline.test")
+        assert other.status_code == 302 and "/login" in other.headers["Location"]
     finally:
-        app.config["SERVER_NAME"] = None
+        hosted.extensions["batchline.db"].dispose()
