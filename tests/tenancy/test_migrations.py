@@ -22,6 +22,7 @@ from app.tenancy.schema import (
     alembic_config,
     build_tenant_schema,
     create_tenant_role,
+    head_revision,
     migrate_tenant_schema,
     upgrade_public,
 )
@@ -203,3 +204,14 @@ def test_db_upgrade_cli_is_idempotent(app) -> None:
         result = CliRunner().invoke(cli, ["db", "upgrade"], obj=obj)
         assert result.exit_code == 0, result.output
         assert result.stdout.startswith(f"public at {head}; runtime role ")
+
+
+def test_the_cached_head_follows_a_revision_added_to_the_tree(tmp_path) -> None:
+    directory = tmp_path / "tenant"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "migrations" / "tenant", directory)
+    head = head_revision(alembic_config("tenant", directory=str(directory)))
+    assert head_revision(alembic_config("tenant", directory=str(directory))) == head  # read once, then cached
+    (directory / "versions" / "20991231_2359_t9998_probe.py").write_text(
+        f'revision = "t9998"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade() -> None:\n    pass\n")
+    assert head_revision(alembic_config("tenant", directory=str(directory))) == "t9998"
