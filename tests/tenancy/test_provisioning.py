@@ -43,6 +43,18 @@ def test_bad_slugs_are_refused_and_change_nothing(db, slug: str, message: str) -
     assert _counts(db) == before
 
 
+@pytest.mark.parametrize("name, email, message", [
+    ("", "x@example.com", "name is required"), ("N" * 201, "x@example.com", "at most 200"),
+    ("Acme", "not-an-email", "not a valid email"), ("Acme", "x@example.com\r\nBcc: y@example.com", "not a valid"),
+    ("Acme", "a" * 250 + "@example.com", "not a valid email"),
+])
+def test_bad_tenant_name_or_admin_email_is_refused_and_changes_nothing(db, name, email, message) -> None:
+    before = _counts(db)
+    with pytest.raises(ValidationError, match=message):
+        create_tenant(db, slug="well-formed", name=name, admin_email=email)
+    assert _counts(db) == before
+
+
 def test_creating_an_existing_tenant_fails_cleanly(db, make_tenant) -> None:
     tenant = make_tenant()
     before = _counts(db)
