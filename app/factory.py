@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,13 @@ def _check_password_hash_profile(app: Flask) -> None:
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
-    """Build the app: defaults, then BATCHLINE_* environment, then `overrides`."""
-    app = Flask(__name__, instance_path=str(REPO_ROOT / "instance"), instance_relative_config=False)
+    """Build the app: defaults, then BATCHLINE_* environment, then `overrides`.
+
+    Local state (embedded servers, generated secret key, file mail) lives in `instance/` of the repository, or in
+    INSTANCE_PATH (`BATCHLINE_INSTANCE_PATH`, or the override) when given.
+    """
+    instance_path = (overrides or {}).get("INSTANCE_PATH") or os.environ.get("BATCHLINE_INSTANCE_PATH")
+    app = Flask(__name__, instance_path=str(instance_path or REPO_ROOT / "instance"), instance_relative_config=False)
     app.config.update(defaults())
     app.config.from_prefixed_env("BATCHLINE")
     if overrides:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
@@ -32,9 +34,27 @@ def alembic_config(tree: str, *, directory: str = "", connection: Connection | N
     return cfg
 
 
+_scripts: dict[tuple[str, int], ScriptDirectory] = {}
+
+
+def script_directory(cfg: Config) -> ScriptDirectory:
+    """The parsed scripts of a migration tree, read again only when a revision file is added or removed.
+
+    Reading a tree imports every revision module (tens of milliseconds, hundreds under load), and provisioning a
+    tenant and every `/readyz` probe need the head.
+    """
+    location = cfg.get_main_option("script_location") or ""
+    versions = Path(location) / "versions"
+    key = (location, versions.stat().st_mtime_ns if versions.is_dir() else 0)
+    scripts = _scripts.get(key)
+    if scripts is None:
+        scripts = _scripts[key] = ScriptDirectory.from_config(cfg)
+    return scripts
+
+
 def head_revision(cfg: Config) -> str:
     """Return the single head of a tree; several heads is a release blocker."""
-    heads = ScriptDirectory.from_config(cfg).get_heads()
+    heads = script_directory(cfg).get_heads()
     if len(heads) != 1:
         raise ConfigurationError(f"migration tree must have exactly one head, found {heads}")
     return heads[0]
@@ -109,9 +129,21 @@ def build_tenant_schema(conn: Connection, ref: TenantRef, *, migrations_dir: str
     # `Connection.execution_options` changes the caller's connection in place.)
     TenantBase.metadata.create_all(conn, checkfirst=False)
     ctx = MigrationContext.configure(conn, opts={"version_table_schema": ref.schema})
-    ctx.stamp(ScriptDirectory.from_config(cfg), head)
+    ctx.stamp(script_directory(cfg), head)
     apply_tenant_grants(conn, ref)
     return head
+
+
+def _upgrade(cfg: Config, target: str) -> None:
+    """`alembic upgrade <target>` on the tree's cached scripts: `command.upgrade` would read (import) every
+    revision module again for each of the fleet's tenants."""
+    scripts = script_directory(cfg)
+
+    def steps(revision: Any, _context: Any) -> Any:
+        return scripts._upgrade_revs(target, revision)  # what command.upgrade runs
+
+    with EnvironmentContext(cfg, scripts, fn=steps, destination_rev=target):
+        scripts.run_env()
 
 
 def migrate_tenant_schema(conn: Connection, ref: TenantRef, *, migrations_dir: str = "",
@@ -119,7 +151,7 @@ def migrate_tenant_schema(conn: Connection, ref: TenantRef, *, migrations_dir: s
     """Run the tenant tree's migrations on one schema inside the caller's transaction; return the revision."""
     conn.execute(text(f"SET LOCAL search_path TO {quote_ident(ref.schema)}, public"))
     cfg = alembic_config("tenant", directory=migrations_dir, connection=conn, schema=ref.schema)
-    command.upgrade(cfg, target)
+    _upgrade(cfg, target)
     apply_tenant_grants(conn, ref)
     return _require_revision(conn, ref.schema)
 

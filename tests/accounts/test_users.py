@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+import pytest
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import ProgrammingError
 
 from app.accounts.models import Invitation, Membership, User
 from app.core.tenancy import control_session
@@ -168,4 +170,9 @@ def test_user_ids_are_never_reused_or_deleted(client, make_tenant, make_person) 
     assert response.status_code == 302
     assert [e.kind for e in events(tenant, user_id=person.user_id)][-2:] == ["member.deactivated",
                                                                             "member.reactivated"]
+    # The database itself refuses to delete an account or a membership: the runtime role holds no DELETE.
+    db = client.application.extensions["batchline.db"]
+    for table, key in (("users", "id"), ("memberships", "user_id")):
+        with db.runtime.connect() as conn, pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(text(f"DELETE FROM public.{table} WHERE {key} = :i"), {"i": person.user_id})
     assert TEST_PASSWORD

@@ -132,6 +132,15 @@ def test_quick_switch_by_badge_ends_the_previous_users_session(app, make_tenant,
     assert replay.get(f"/t/{tenant.ref.slug}/").status_code == 302
     (switched,) = events(tenant, "user.switched", second.user_id)
     assert switched.detail["previous_user_id"] == first.user_id and switched.source == "switch"
+    # No badge at hand: the next person types their user name (email) instead.
+    second_sid = tablet.get_cookie("batchline_session").value
+    response = tablet.post("/switch", data={"tenant": tenant.ref.slug, "badge": f"  {first.email.upper()} ",
+                                            "password": TEST_PASSWORD, "csrf_token": csrf_token(tablet, page)})
+    assert response.status_code == 302 and response.headers["Location"].endswith(f"/t/{tenant.ref.slug}/")
+    assert redis_connection().get(_key(second_sid)) is None
+    assert "Second Operator" not in tablet.get(f"/t/{tenant.ref.slug}/").get_data(as_text=True)
+    (back,) = events(tenant, "user.switched", first.user_id)
+    assert back.detail["previous_user_id"] == second.user_id
 
 
 def test_a_failed_switch_still_ends_the_previous_session(app, make_tenant, make_person) -> None:

@@ -11,7 +11,7 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 from rq.job import JobStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import ScheduledJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
@@ -82,6 +82,30 @@ def test_failing_job_is_retried_and_its_error_is_visible(app, make_tenant) -> No
         assert row.finished_at is None
         assert row.failures == 2  # first attempt + one retry (JOB_RETRY_INTERVALS=[0] in tests)
         assert "not marked with @tenant_job" in row.last_error
+
+
+def test_a_failing_job_waits_the_configured_backoff_before_each_retry(app, make_tenant) -> None:
+    tenant = make_tenant()
+    app.config["JOB_RETRY_INTERVALS"] = [30, 120, 600]  # as in production: a broken job is not hammered
+    try:
+        with tenant_transaction(tenant.ref) as session:
+            outbox_id = enqueue(session, "app.core.jobs:whoami").id
+            session.get(OutboxMessage, outbox_id).func = "app.core.jobs:enqueue"  # fails every time
+    finally:
+        app.config["JOB_RETRY_INTERVALS"] = [0]
+    conn = redis_connection()
+    queue = Queue("default", connection=conn, serializer=JSONSerializer)
+    job = queue.fetch_job(job_id(tenant.ref.id, outbox_id))
+    assert (job.retries_left, job.retry_intervals) == (3, [30, 120, 600])
+    started = time.time()
+    _burst(conn)  # the first attempt fails; the retry is scheduled, not run at once
+    job.refresh()
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == 2
+    due = ScheduledJobRegistry(queue=queue).get_scheduled_time(job)
+    assert 25 <= due.timestamp() - started <= 40
+    with tenant_transaction(tenant.ref) as session:
+        assert session.get(OutboxMessage, outbox_id).failures == 1
+    ScheduledJobRegistry(queue=queue).remove(job, delete_job=True)  # leave nothing scheduled for later tests
 
 
 def _free_port() -> int:

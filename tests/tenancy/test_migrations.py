@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
+from click.testing import CliRunner
+from flask.cli import ScriptInfo
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from app.cli import cli
 from app.core.tenancy import tenant_ref
 from app.factory import create_app
 from app.tenancy.migrate import upgrade_all_tenants
-from app.tenancy.queries import tenant_rows
 from app.tenancy.schema import (
     alembic_config,
     build_tenant_schema,
     create_tenant_role,
+    head_revision,
     migrate_tenant_schema,
     upgrade_public,
 )
@@ -123,44 +127,91 @@ def fleet_db(database_url, redis_url):
     db = fleet_app.extensions["batchline.db"]
     with db.owner.connect() as conn, conn.begin():
         upgrade_public(conn, db.roles)
-    yield db
+    yield fleet_app
     db.dispose()
 
 
+def _upgrade_cli(app, migrations: str, jobs: int):
+    """`batchline tenants upgrade --all --jobs N`, as an operator types it, against the given migration tree."""
+    app.config["TENANT_MIGRATIONS_DIR"] = migrations
+    try:  # the app's own context: the suite's app context is pushed for the whole session
+        with app.app_context():
+            return CliRunner().invoke(cli, ["tenants", "upgrade", "--all", "--jobs", str(jobs)],
+                                      obj=ScriptInfo(create_app=lambda *_: app))
+    finally:
+        app.config["TENANT_MIGRATIONS_DIR"] = ""
+
+
+def _listed(app) -> dict[str, dict]:
+    """`batchline tenants list --json`, by slug."""
+    with app.app_context():
+        result = CliRunner().invoke(cli, ["tenants", "list", "--json"], obj=ScriptInfo(create_app=lambda *_: app))
+    assert result.exit_code == 0, result.output
+    return {row["slug"]: row for row in map(json.loads, result.stdout.splitlines())}
+
+
 def test_upgrade_all_survives_a_failing_tenant_and_resumes(fleet_db, tmp_path) -> None:
-    db = fleet_db
+    app = fleet_db
+    db = app.extensions["batchline.db"]
     tenants = [create_tenant(db, slug=f"fleet-{i:02d}", name=f"Fleet {i}", admin_email=f"a{i}@fleet.example.com",
                              admin_password=TEST_PASSWORD) for i in range(50)]
     broken = tenants[17]
+    fleet = {t.ref.slug for t in tenants}
     migrations = _migrations_with_new_revision(
         tmp_path, 'op.create_table("upgrade_probe", sa.Column("id", sa.BigInteger, primary_key=True))'
     )
     try:
         with db.owner.begin() as conn:  # make one tenant fail: the table the migration creates already exists
             conn.execute(text(f'CREATE TABLE "{broken.ref.schema}".upgrade_probe (x int)'))
-        lines: list[str] = []
-        report = upgrade_all_tenants(db, jobs=4, migrations_dir=migrations, progress=lines.append)
-        fleet = {t.ref.slug for t in tenants}
-        assert set(report.upgraded) == fleet - {broken.ref.slug}
-        assert set(report.failed) == {broken.ref.slug}
-        assert "upgrade_probe" in report.failed[broken.ref.slug]
-        assert any("FAILED" in line for line in lines)
-        rows = {r["slug"]: r for r in tenant_rows(db)}
+        result = _upgrade_cli(app, migrations, jobs=4)
+        assert result.exit_code == 1, result.output  # a failure is an error for scripts and CI
+        progress = [line for line in result.stdout.splitlines() if line.startswith("[")]
+        assert len(progress) == 50 and progress[-1].startswith("[50/50]")  # one line per tenant, as it goes
+        assert {line.split()[1].rstrip(":") for line in progress if line.endswith(": t9999")} == \
+            fleet - {broken.ref.slug}
+        assert "upgraded 49, skipped 0, failed 1" in result.stdout
+        assert f"FAILED {broken.ref.slug}: " in result.stderr and "upgrade_probe" in result.stderr
+        rows = _listed(app)
         assert rows[broken.ref.slug]["revision"] != "t9999"
         assert "upgrade_probe" in rows[broken.ref.slug]["last_migration_error"]
-        assert all(rows[s]["revision"] == "t9999" for s in fleet - {broken.ref.slug})
+        assert all(rows[s]["revision"] == "t9999" and rows[s]["last_migration_error"] is None
+                   for s in fleet - {broken.ref.slug})
         with db.owner.connect() as conn:  # the failed tenant's transaction left nothing half-done
             assert conn.execute(text(
                 "SELECT version_num FROM " + f'"{broken.ref.schema}".alembic_version')).scalar() != "t9999"
 
         with db.owner.begin() as conn:  # the fix
             conn.execute(text(f'DROP TABLE "{broken.ref.schema}".upgrade_probe'))
-        rerun = upgrade_all_tenants(db, jobs=4, migrations_dir=migrations)
-        assert rerun.upgraded == [broken.ref.slug] and rerun.ok
-        assert set(rerun.skipped) == fleet - {broken.ref.slug}
-        rows = {r["slug"]: r for r in tenant_rows(db)}
+        rerun = _upgrade_cli(app, migrations, jobs=4)
+        assert rerun.exit_code == 0, rerun.output
+        assert "1 to upgrade, 49 already at t9999" in rerun.stdout
+        assert "upgraded 1, skipped 49, failed 0" in rerun.stdout
+        rows = _listed(app)
         assert rows[broken.ref.slug]["revision"] == "t9999"
         assert rows[broken.ref.slug]["last_migration_error"] is None
+
+        again = upgrade_all_tenants(db, jobs=4, migrations_dir=migrations)  # a third run has nothing to do
+        assert again.ok and again.upgraded == [] and set(again.skipped) == fleet
     finally:
         for t in tenants:  # leave no tenant at a revision the real tree does not know
             drop_tenant(db, slug=t.ref.slug)
+
+
+def test_db_upgrade_cli_is_idempotent(app) -> None:
+    head = ScriptDirectory.from_config(alembic_config("public")).get_current_head()
+    obj = ScriptInfo(create_app=lambda *_: app)
+    for _ in range(2):
+        result = CliRunner().invoke(cli, ["db", "upgrade"], obj=obj)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(f"public at {head}; runtime role ")
+
+
+def test_the_cached_head_follows_a_revision_added_to_the_tree(tmp_path) -> None:
+    directory = tmp_path / "tenant"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "migrations" / "tenant", directory)
+    head = head_revision(alembic_config("tenant", directory=str(directory)))
+    assert head_revision(alembic_config("tenant", directory=str(directory))) == head  # read once, then cached
+    (directory / "versions" / "20991231_2359_t9998_probe.py").write_text(
+        f'revision = "t9998"\ndown_revision = "{head}"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade() -> None:\n    pass\n")
+    assert head_revision(alembic_config("tenant", directory=str(directory))) == "t9998"

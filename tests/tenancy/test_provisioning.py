@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -35,6 +40,18 @@ def test_bad_slugs_are_refused_and_change_nothing(db, slug: str, message: str) -
     before = _counts(db)
     with pytest.raises(ValidationError, match=message):
         create_tenant(db, slug=slug, name="X", admin_email="x@example.com")
+    assert _counts(db) == before
+
+
+@pytest.mark.parametrize("name, email, message", [
+    ("", "x@example.com", "name is required"), ("N" * 201, "x@example.com", "at most 200"),
+    ("Acme", "not-an-email", "not a valid email"), ("Acme", "x@example.com\r\nBcc: y@example.com", "not a valid"),
+    ("Acme", "a" * 250 + "@example.com", "not a valid email"),
+])
+def test_bad_tenant_name_or_admin_email_is_refused_and_changes_nothing(db, name, email, message) -> None:
+    before = _counts(db)
+    with pytest.raises(ValidationError, match=message):
+        create_tenant(db, slug="well-formed", name=name, admin_email=email)
     assert _counts(db) == before
 
 
@@ -98,3 +115,22 @@ def test_cli_create_and_list(app) -> None:
     bad = runner.invoke(cli, ["tenants", "create", "Bad Slug", "--name", "X", "--admin-email", "a@b.example.com"],
                         obj=obj)
     assert bad.exit_code == 2 and "invalid" in bad.output
+
+
+def test_batchline_console_script_and_flask_app_cli_list_the_same_tenants(app, make_tenant) -> None:
+    (script,) = entry_points(group="console_scripts", name="batchline")
+    assert script.load() is cli  # `batchline` is the click group installed by pyproject.toml
+    tenant = make_tenant()
+    env = {**os.environ, "BATCHLINE_DATABASE_URL": app.config["DATABASE_URL"],
+           "BATCHLINE_REDIS_URL": app.config["REDIS_URL"], "BATCHLINE_SECRET_KEY": "x" * 32}
+    repo = Path(__file__).resolve().parents[2]
+    outputs = []
+    for command in ([sys.executable, "-c", "from app.cli import cli; cli()"],  # what the console script runs
+                    [sys.executable, "-m", "flask", "--app", "app"]):
+        done = subprocess.run([*command, "tenants", "list", "--json"], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append({row["slug"]: row for row in map(json.loads, done.stdout.splitlines())})
+    assert outputs[0] == outputs[1]
+    assert {"slug", "schema", "role", "revision", "status"} <= outputs[0][tenant.ref.slug].keys()
+    assert outputs[0][tenant.ref.slug]["schema"] == tenant.ref.schema
