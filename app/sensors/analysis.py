@@ -495,13 +495,17 @@ def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None =
     return {"sensor_id": sensor.id, "analysed": n_judged, "opened": opened, "closed": closed, "late": late}
 
 
-def analyse_sensors(session: Session, *, sensor_ids: list[int],
-                    fresh: Mapping[int, Readings] | None = None) -> list[dict[str, Any]]:
+def analyse_sensors(session: Session, *, sensor_ids: list[int], fresh: Mapping[int, Readings] | None = None,
+                    known: Mapping[int, Sensor] | None = None) -> list[dict[str, Any]]:
     """Analyse each sensor's new readings (id order: a stable lock order), then their equipment's PCA models.
 
-    `fresh`: per sensor id, the readings the caller has just stored (see `analyse_sensor`).
+    `fresh`: per sensor id, the readings the caller has just stored (see `analyse_sensor`). `known`: the
+    sensors by id when the caller has read them in this transaction already (the ingest job has).
     """
-    sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
+    if known is not None and set(sensor_ids) <= set(known):
+        sensors = [known[sensor_id] for sensor_id in sorted(set(sensor_ids))]
+    else:
+        sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
     states = _states_for_update(session, [sensor.id for sensor in sensors])
     windows = _with_fresh(session, {s.id: states[s.id].cursor_ts for s in sensors if s.id in (fresh or {})},
                           {s.id: fresh[s.id] for s in sensors if s.id in (fresh or {})}) if fresh else {}
