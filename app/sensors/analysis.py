@@ -67,12 +67,14 @@ def _states_for_update(session: Session, sensor_ids: list[int]) -> dict[int, Sen
     """Return the sensors' analysis state rows, created if missing, locked for this transaction (id order)."""
     if not sensor_ids:
         return {}
-    session.execute(insert(SensorAnalysisState).values([{"sensor_id": s, "n_seen": 0, "open_episodes": {}}
-                                                        for s in sorted(sensor_ids)])
-                    .on_conflict_do_nothing(index_elements=["sensor_id"]))
-    rows = session.execute(select(SensorAnalysisState).where(SensorAnalysisState.sensor_id.in_(sensor_ids))
-                           .order_by(SensorAnalysisState.sensor_id).with_for_update()
-                           .execution_options(populate_existing=True)).scalars()
+    # One statement: the upsert inserts the missing rows and locks the existing ones (a conflicting row is locked
+    # for its no-op update), in sensor id order (the rows are handled in the order given), and returns them all.
+    stmt = (insert(SensorAnalysisState).values([{"sensor_id": s, "n_seen": 0, "open_episodes": {}}
+                                                for s in sorted(set(sensor_ids))])
+            .on_conflict_do_update(index_elements=["sensor_id"],
+                                   set_={"sensor_id": insert(SensorAnalysisState).excluded.sensor_id})
+            .returning(SensorAnalysisState))
+    rows = session.scalars(stmt, execution_options={"populate_existing": True})
     return {row.sensor_id: row for row in rows}
 
 
