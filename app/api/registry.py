@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 
 from app.api.errors import ApiError
 from app.api.schemas import Page, PageQuery
-from app.api.services import ApiPrincipal, authenticate_bearer
+from app.api.services import ApiPrincipal, authenticate_bearer, stamp_token_use
 from app.core.errors import NotFound
-from app.core.tenancy import Actor, control_session, tenant_transaction
+from app.core.tenancy import Actor, control_lookup, control_session, tenant_transaction
 from app.core.web import MEMBER, PUBLIC, READ_ONLY_MESSAGE, SAFE_METHODS, problem, requires
 
 #: Modules whose `@operation`s make up the API; an area adds its `api.py` here.
@@ -100,8 +100,13 @@ def _json_body() -> Any:
 def authenticate(permission: str) -> ApiPrincipal:
     """Authenticate the request's bearer token and check it carries `permission`."""
     db = current_app.extensions["batchline.db"]
-    with control_session(db=db) as session:
+    # The lookup is one statement in autocommit (no BEGIN/COMMIT); the usage stamp, due at most once a minute
+    # per token, gets its own transaction.
+    with control_lookup(db=db) as session:
         principal = authenticate_bearer(session, db, request.headers.get("Authorization"))
+    if principal.stamp_due:
+        with control_session(db=db) as session:
+            stamp_token_use(session, principal.token_id)
     if permission not in (PUBLIC, MEMBER) and permission not in principal.permissions:
         raise ApiError(403, "Forbidden", f"this token lacks the scope {permission!r} (or its owner lost it)")
     g.tenant, g.tenant_status, g.permissions = principal.tenant, principal.tenant_status, principal.permissions

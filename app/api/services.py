@@ -155,6 +155,8 @@ class ApiPrincipal:
     #: Who acts, as audit events and records show it: the member (and the token), or the OAuth client.
     label: str = ""
     extra: dict[str, object] = field(default_factory=dict)
+    #: The token's `last_used_at` is more than a minute old (or unset): `stamp_token_use` should refresh it.
+    stamp_due: bool = False
 
     def actor(self, *, request_id: str | None = None, client_addr: str | None = None) -> Actor:
         """The actor of this credential's writes: the member of a personal token, or the OAuth client."""
@@ -167,24 +169,32 @@ def _unauthorized(detail: str) -> ApiError:
 
 
 def authenticate_bearer(session: Session, db: Database, header: str | None) -> ApiPrincipal:
-    """Resolve an `Authorization: Bearer ...` header to a principal, or raise a 401 problem."""
+    """Resolve an `Authorization: Bearer ...` header to a principal, or raise a 401 problem (reads only)."""
     if not header or not header.startswith("Bearer "):
         raise _unauthorized("send 'Authorization: Bearer <token>' (a personal API token or an OAuth2 access token)")
     token = header[len("Bearer "):].strip()
     if not token.startswith((PERSONAL_PREFIX, OAUTH_PREFIX)) or len(token) > 200:
         raise _unauthorized("the bearer token is not a Batchline API token")
+    # One indexed lookup (the token's SHA-256) gives the token, its tenant and its OAuth client, and whether
+    # `last_used_at` is due for a refresh: no transaction, no ORM objects.
     row = session.execute(
-        select(ApiToken, Tenant.slug, Tenant.status)
+        select(ApiToken.id, ApiToken.kind, ApiToken.name, ApiToken.tenant_id, ApiToken.scopes, ApiToken.user_id,
+               ApiToken.expires_at, ApiToken.oauth_client_id, Tenant.slug, Tenant.status,
+               OAuthClient.id.label("client_row_id"), OAuthClient.client_id, OAuthClient.name.label("client_name"),
+               OAuthClient.scopes.label("client_scopes"), OAuthClient.revoked_at.label("client_revoked_at"),
+               or_(ApiToken.last_used_at.is_(None),
+                   ApiToken.last_used_at < func.now() - timedelta(minutes=1)).label("touch"))
         .join(Tenant, Tenant.id == ApiToken.tenant_id)
+        .outerjoin(OAuthClient, OAuthClient.id == ApiToken.oauth_client_id)
         .where(ApiToken.token_hash == hash_secret(token), ApiToken.revoked_at.is_(None),
                or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > func.now()),
                Tenant.status.in_(LIVE_STATUSES))
     ).first()
     if row is None:
         raise _unauthorized("the token is unknown, expired or revoked")
-    tok, slug, status = row
+    tok = row
     principal = ApiPrincipal(token_id=tok.id, kind=tok.kind, name=tok.name,
-                             tenant=tenant_ref(tok.tenant_id, db=db, slug=slug), tenant_status=status,
+                             tenant=tenant_ref(tok.tenant_id, db=db, slug=row.slug), tenant_status=row.status,
                              scopes=list(tok.scopes), permissions=frozenset(), expires_at=tok.expires_at)
     if tok.kind == "personal":
         member = session.execute(
@@ -203,14 +213,18 @@ def authenticate_bearer(session: Session, db: Database, header: str | None) -> A
                 TenantRole.name.in_(list(member.roles))))}
         principal.permissions = frozenset(tok.scopes) & permissions_of(member.roles, custom)
     else:
-        client = session.get(OAuthClient, tok.oauth_client_id)
-        if client is None or client.revoked_at is not None:
+        if row.client_row_id is None or row.client_revoked_at is not None:
             raise _unauthorized("the OAuth client of this token was revoked")
-        principal.client_id = client.id
-        principal.label = f"API client {client.name!r} ({client.client_id})"
-        principal.permissions = frozenset(tok.scopes) & frozenset(client.scopes)
+        principal.client_id = row.client_row_id
+        principal.label = f"API client {row.client_name!r} ({row.client_id})"
+        principal.permissions = frozenset(tok.scopes) & frozenset(row.client_scopes)
+    principal.stamp_due = bool(row.touch)
+    return principal
+
+
+def stamp_token_use(session: Session, token_id: int) -> None:
+    """Record that a token was used now (at most once a minute, so most requests write nothing)."""
     session.execute(update(ApiToken).where(
-        ApiToken.id == tok.id,
+        ApiToken.id == token_id,
         or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < func.now() - timedelta(minutes=1)),
     ).values(last_used_at=func.now()))
-    return principal

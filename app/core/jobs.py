@@ -33,7 +33,7 @@ from rq import Queue, Retry, SimpleWorker, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
-from sqlalchemy import Identity, Index, String, Text, select, text, update
+from sqlalchemy import Identity, Index, String, Text, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -141,18 +141,23 @@ def enqueue(session: Session, func: str, **kwargs: Any) -> OutboxMessage:
     session.add(msg)
     session.flush()
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    outbox_id = msg.id
-    after_commit(session, lambda: dispatch(app, ref, [outbox_id]))
+    outbox_id, queue = msg.id, msg.queue
+    after_commit(session, lambda: dispatch_new(app, ref, outbox_id, queue=queue, func=func))
     return msg
 
 
 def _push_to_rq(app: Flask, *, queue_name: str, jid: str, entry: str, kwargs: dict[str, Any],
-                description: str) -> None:
-    """Hand one outbox row to RQ under a deterministic id (pushing twice is one job)."""
+                description: str, fresh: bool = False) -> None:
+    """Hand one outbox row to RQ under a deterministic id (pushing twice is one job), in one pipeline.
+
+    `fresh`: the row was committed a moment ago and nobody pushed it yet, so the check whether Redis already
+    has the job (a round trip) is skipped; the relay, which may meet rows pushed before, always checks.
+    """
     conn = redis_connection(app)
-    if Job.exists(jid, connection=conn):
+    if not fresh and Job.exists(jid, connection=conn):
         return
     intervals = list(app.config["JOB_RETRY_INTERVALS"])
+    pipe = conn.pipeline()
     Queue(queue_name, connection=conn, serializer=JSONSerializer).enqueue_call(
         entry,
         kwargs=kwargs,
@@ -161,7 +166,9 @@ def _push_to_rq(app: Flask, *, queue_name: str, jid: str, entry: str, kwargs: di
         result_ttl=86400,
         failure_ttl=7 * 86400,
         description=description,
+        pipeline=pipe,
     )
+    pipe.execute()
 
 
 def _push(app: Flask, tenant_id: int, row: OutboxMessage) -> None:
@@ -193,6 +200,32 @@ def dispatch(app: Flask, ref: TenantRef, outbox_ids: list[int]) -> int:
             .with_for_update(skip_locked=True)
         ).all()
         return _push_and_mark(app, session, rows, lambda row: _push(app, ref.id, row), f"tenant {ref.id}")
+
+
+#: Stamp rows dispatched unless already stamped, or locked: a locked row is being run by its job right now
+#: (it was pushed a moment ago), and `run_tenant_job` stamps a row it finishes undispatched.
+_MARK_DISPATCHED = text(
+    "UPDATE outbox SET dispatched_at = now() WHERE id IN (SELECT id FROM outbox WHERE id = ANY(:ids) "
+    "AND dispatched_at IS NULL FOR UPDATE SKIP LOCKED)")
+
+
+def dispatch_new(app: Flask, ref: TenantRef, outbox_id: int, *, queue: str, func: str) -> bool:
+    """Push a row its transaction has just committed, then stamp it dispatched; return whether it was pushed.
+
+    The push comes first and needs no read of the row (its id, queue and function are known): one Redis round
+    trip, then one UPDATE. If Redis is down the row stays undispatched and the relay pushes it later; if this
+    process dies between the push and the stamp, the relay finds the job in Redis and only stamps the row.
+    """
+    try:
+        _push_to_rq(app, queue_name=queue, jid=job_id(ref.id, outbox_id), entry="app.core.jobs.run_tenant_job",
+                    kwargs={"tenant_id": ref.id, "outbox_id": outbox_id},
+                    description=f"{func} tenant={ref.id}", fresh=True)
+    except redis.RedisError as exc:
+        log.warning("redis unavailable, tenant %s outbox %s waits: %s", ref.id, outbox_id, exc)
+        return False
+    with app.app_context(), tenant_transaction(ref) as session:
+        session.execute(_MARK_DISPATCHED, {"ids": [outbox_id]})
+    return True
 
 
 def relay_tenant(app: Flask, ref: TenantRef, *, min_age_s: float | None = None,
@@ -384,16 +417,20 @@ def run_tenant_job(*, tenant_id: int, outbox_id: int) -> Any:
         db: Database = app.extensions["batchline.db"]
         try:
             with tenant_transaction(tenant_id, db=db) as session:
-                row = session.execute(
-                    select(OutboxMessage).where(OutboxMessage.id == outbox_id).with_for_update()
-                ).scalar_one_or_none()
-                if row is None:
+                # now() is the transaction's time: read with the row, it is what `finished_at` gets at the end.
+                found = session.execute(
+                    select(OutboxMessage, literal_column("now()"))
+                    .where(OutboxMessage.id == outbox_id).with_for_update()
+                ).one_or_none()
+                if found is None:
                     raise LookupError(f"outbox row {outbox_id} not found in tenant {tenant_id}")
+                row, now = found
                 if row.finished_at is not None:
                     return row.result  # already done: a redelivery changes nothing
                 result = _resolve(row.func)(session, **row.kwargs)
-                row.result = result
-                row.finished_at = session.execute(text("SELECT now()")).scalar_one()
+                row.result, row.finished_at = result, now
+                if row.dispatched_at is None:  # run before its dispatcher could stamp it (see `dispatch_new`)
+                    row.dispatched_at = row.finished_at
                 return result
         except Exception as exc:
             with tenant_transaction(tenant_id, db=db) as session:

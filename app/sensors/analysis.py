@@ -67,12 +67,14 @@ def _states_for_update(session: Session, sensor_ids: list[int]) -> dict[int, Sen
     """Return the sensors' analysis state rows, created if missing, locked for this transaction (id order)."""
     if not sensor_ids:
         return {}
-    session.execute(insert(SensorAnalysisState).values([{"sensor_id": s, "n_seen": 0, "open_episodes": {}}
-                                                        for s in sorted(sensor_ids)])
-                    .on_conflict_do_nothing(index_elements=["sensor_id"]))
-    rows = session.execute(select(SensorAnalysisState).where(SensorAnalysisState.sensor_id.in_(sensor_ids))
-                           .order_by(SensorAnalysisState.sensor_id).with_for_update()
-                           .execution_options(populate_existing=True)).scalars()
+    # One statement: the upsert inserts the missing rows and locks the existing ones (a conflicting row is locked
+    # for its no-op update), in sensor id order (the rows are handled in the order given), and returns them all.
+    stmt = (insert(SensorAnalysisState).values([{"sensor_id": s, "n_seen": 0, "open_episodes": {}}
+                                                for s in sorted(set(sensor_ids))])
+            .on_conflict_do_update(index_elements=["sensor_id"],
+                                   set_={"sensor_id": insert(SensorAnalysisState).excluded.sensor_id})
+            .returning(SensorAnalysisState))
+    rows = session.scalars(stmt, execution_options={"populate_existing": True})
     return {row.sensor_id: row for row in rows}
 
 
@@ -495,13 +497,17 @@ def analyse_sensor(session: Session, sensor: Sensor, *, fresh: Readings | None =
     return {"sensor_id": sensor.id, "analysed": n_judged, "opened": opened, "closed": closed, "late": late}
 
 
-def analyse_sensors(session: Session, *, sensor_ids: list[int],
-                    fresh: Mapping[int, Readings] | None = None) -> list[dict[str, Any]]:
+def analyse_sensors(session: Session, *, sensor_ids: list[int], fresh: Mapping[int, Readings] | None = None,
+                    known: Mapping[int, Sensor] | None = None) -> list[dict[str, Any]]:
     """Analyse each sensor's new readings (id order: a stable lock order), then their equipment's PCA models.
 
-    `fresh`: per sensor id, the readings the caller has just stored (see `analyse_sensor`).
+    `fresh`: per sensor id, the readings the caller has just stored (see `analyse_sensor`). `known`: the
+    sensors by id when the caller has read them in this transaction already (the ingest job has).
     """
-    sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
+    if known is not None and set(sensor_ids) <= set(known):
+        sensors = [known[sensor_id] for sensor_id in sorted(set(sensor_ids))]
+    else:
+        sensors = session.scalars(select(Sensor).where(Sensor.id.in_(sensor_ids)).order_by(Sensor.id)).all()
     states = _states_for_update(session, [sensor.id for sensor in sensors])
     windows = _with_fresh(session, {s.id: states[s.id].cursor_ts for s in sensors if s.id in (fresh or {})},
                           {s.id: fresh[s.id] for s in sensors if s.id in (fresh or {})}) if fresh else {}

@@ -281,15 +281,27 @@ def _number(cell: str) -> float | str | None:
         return cell
 
 
+def _json_columns(items: list[dict[str, Any]]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """Split reading objects into sensor, ts, value and quality columns (None where a key is missing).
+
+    The usual payload has sensor, ts and value in every item (C-level passes, no `get` call per item), and
+    quality in none of them (every item has just three keys).
+    """
+    try:
+        sensors, stamps, values = (list(map(itemgetter(key), items)) for key in ("sensor", "ts", "value"))
+    except KeyError:  # some item lacks one of them: None for it
+        sensors, stamps, values = ([item.get(key) for item in items] for key in ("sensor", "ts", "value"))
+    qualities = [None] * len(items) if set(map(len, items)) == {3} else [item.get("quality") for item in items]
+    return sensors, stamps, values, qualities
+
+
 def parse_readings(body: bytes, kind: str) -> ParsedReadings:
     """Sort every reading of a stored payload into accepted (columns) or refused (with the reason)."""
     out = ParsedReadings()
     if kind == "json":
         items = _json_document(body)["readings"]
         out.total = len(items)
-        return _columns(out, [item.get("sensor") for item in items], [item.get("ts") for item in items],
-                        [item.get("value") for item in items], [item.get("quality") for item in items],
-                        range(len(items)))
+        return _columns(out, *_json_columns(items), range(len(items)))
     check_envelope(body, kind)
     sensors: list[Any] = []
     stamps: list[Any] = []

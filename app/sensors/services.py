@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import psycopg
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.orm import Session, defer
 
 from app.audit.services import record
@@ -51,23 +52,24 @@ def accept_payload(session: Session, *, body: bytes, kind: str, source: str, max
         raise PayloadError(f"the payload is {len(body)} bytes; the limit is {max_bytes} bytes: split it")
     envelope_id = check_envelope(body, kind)
     message_id = message_id or envelope_id
-    if message_id is not None:
-        existing = session.scalar(select(SensorIngest).where(SensorIngest.source == source,
-                                                             SensorIngest.message_id == message_id))
-        if existing is not None:
-            return Accepted(existing, True)
-    ingest = SensorIngest(source=source[:120], message_id=message_id, content_type=kind, payload=body,
-                          size_bytes=len(body), status="queued")
-    try:
-        with session.begin_nested():  # a concurrent repeat of the same message loses the race cleanly
-            session.add(ingest)
-            session.flush()
-    except IntegrityError:
-        existing = session.scalar(select(SensorIngest).where(SensorIngest.source == source,
+    # One statement: a repeated message id (an earlier one, or a concurrent one that committed first) inserts
+    # nothing and the first ingest is answered instead; no read before, no savepoint around it.
+    row = session.execute(
+        pg_insert(SensorIngest)
+        .values(source=source[:120], message_id=message_id, content_type=kind, payload=body, size_bytes=len(body),
+                status="queued")
+        .on_conflict_do_nothing(index_elements=["source", "message_id"],
+                                index_where=SensorIngest.message_id.is_not(None))
+        .returning(SensorIngest.id, SensorIngest.received_at)
+    ).first()
+    if row is None:
+        existing = session.scalar(select(SensorIngest).where(SensorIngest.source == source[:120],
                                                              SensorIngest.message_id == message_id))
         if existing is None:
-            raise
+            raise LookupError(f"ingest of message {message_id!r} from {source!r} neither stored nor found")
         return Accepted(existing, True)
+    ingest = SensorIngest(id=row.id, received_at=row.received_at, source=source[:120], message_id=message_id,
+                          content_type=kind, size_bytes=len(body), status="queued")
     enqueue(session, "app.sensors.jobs:process_ingest", ingest_id=ingest.id)
     return Accepted(ingest, False)
 
@@ -239,8 +241,9 @@ def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
     stores each reading once.
     """
     # Not the payload (megabytes): it is read once, under the row lock, by `_process_one`.
-    ingest = session.execute(select(SensorIngest.id, SensorIngest.source, SensorIngest.received_at)
-                             .where(SensorIngest.id == ingest_id)).one_or_none()
+    # With now(), the transaction's time (`processed_at` of what this job processes), in the same round trip.
+    ingest = session.execute(select(SensorIngest.id, SensorIngest.source, SensorIngest.received_at,
+                                    func.now().label("now")).where(SensorIngest.id == ingest_id)).one_or_none()
     if ingest is None:
         raise NotFound(f"no ingest {ingest_id}")
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext("sensor_ingests:" + ingest.source))))
@@ -254,10 +257,10 @@ def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
     for other in earlier:
         try:
             with session.begin_nested():
-                processed.append(_process_one(session, other)[0])
+                processed.append(_process_one(session, other, now=ingest.now)[0])
         except Exception:  # its own job retries it and reports why; it must not hold up this payload
             log.exception("earlier ingest %s failed while processing ingest %s", other, ingest_id)
-    row, now_processed = _process_one(session, ingest_id)
+    row, now_processed = _process_one(session, ingest_id, now=ingest.now)
     # Last, so that nothing but this transaction's commit can fail once the usage is counted.
     meter_readings(session, [*processed, row] if now_processed else processed)
     return ingest_summary(row, tenant_slug=session.info["tenant"].slug)
@@ -283,8 +286,11 @@ def meter_readings(session: Session, ingests: list[SensorIngest]) -> None:
     session.flush()
 
 
-def _process_one(session: Session, ingest_id: int) -> tuple[SensorIngest, bool]:
-    """Process one queued payload (the caller holds its source's lock); return its row and whether it was queued."""
+def _process_one(session: Session, ingest_id: int, *, now: datetime) -> tuple[SensorIngest, bool]:
+    """Process one queued payload (the caller holds its source's lock); return its row and whether it was queued.
+
+    `now`: the transaction's time, `processed_at`.
+    """
     ingest = session.execute(select(SensorIngest).where(SensorIngest.id == ingest_id).with_for_update()
                              .options(defer(SensorIngest.payload))  # read only if it is still to be parsed
                              .execution_options(populate_existing=True)).scalar_one()
@@ -293,8 +299,7 @@ def _process_one(session: Session, ingest_id: int) -> tuple[SensorIngest, bool]:
     try:
         parsed = parse_readings(stored_payload(session, ingest.id), ingest.content_type)
     except PayloadError as exc:
-        ingest.status, ingest.failure = "failed", str(exc)
-        ingest.processed_at = session.scalar(select(func.now()))
+        ingest.status, ingest.failure, ingest.processed_at = "failed", str(exc), now
         return ingest, True
     sensors = sensors_by_tag(session, set(parsed.tags))
     loaded = _loaded(session, parsed, sensors)
@@ -305,13 +310,12 @@ def _process_one(session: Session, ingest_id: int) -> tuple[SensorIngest, bool]:
     ingest.readings_rejected = parsed.rejected
     ingest.errors = parsed.errors
     ingest.error_counts = parsed.error_counts
-    ingest.status = "processed"
-    ingest.processed_at = session.scalar(select(func.now()))
+    ingest.status, ingest.processed_at = "processed", now
     session.flush()
     if len(loaded):
         # Every stored reading was in this payload only when nothing was a duplicate: then the readings in
         # hand are exactly what is stored, and the analysis need not read them back.
-        _analyse(session, ingest.id, loaded, fresh=duplicates == 0)
+        _analyse(session, ingest.id, loaded, fresh=duplicates == 0, known={s.id: s for s in sensors.values()})
     return ingest, True
 
 
@@ -330,14 +334,15 @@ def stored_payload(session: Session, ingest_id: int) -> bytes:
     return bytes(row[0])
 
 
-def _analyse(session: Session, ingest_id: int, loaded: Loaded, *, fresh: bool) -> None:
+def _analyse(session: Session, ingest_id: int, loaded: Loaded, *, fresh: bool, known: dict[int, Sensor]) -> None:
     """Analyse the sensors of a payload in this transaction; if that fails, leave it to the `analysis` queue."""
     from app.sensors import analysis  # analysis imports this module: import at call time
 
     sensor_ids = sorted({int(s) for s in np.unique(loaded.sensor_ids).tolist()})
     try:
         with session.begin_nested():
-            analysis.analyse_sensors(session, sensor_ids=sensor_ids, fresh=loaded.by_sensor() if fresh else None)
+            analysis.analyse_sensors(session, sensor_ids=sensor_ids, fresh=loaded.by_sensor() if fresh else None,
+                                     known=known)
     except Exception:
         # Readings must never wait on a fault in the rules: they are stored, and the analysis job retries.
         log.exception("analysis of ingest %s failed; queued for the analysis workers", ingest_id)

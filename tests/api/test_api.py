@@ -56,6 +56,35 @@ def test_scopes_limit_what_a_token_may_do(client, make_tenant, issue_token) -> N
     assert client.get("/api/v1/token", headers=_auth(token)).get_json()["effective_permissions"] == ["jobs.read"]
 
 
+def test_a_token_check_reads_one_row_and_stamps_its_use_at_most_once_a_minute(app, client, make_tenant,
+                                                                             issue_token) -> None:
+    from sqlalchemy import event
+
+    tenant = make_tenant()
+    token = issue_token(tenant, ["jobs.read"])
+    assert client.get("/api/v1/token", headers=_auth(token)).status_code == 200
+    with control_session() as session:
+        first = session.query(ApiToken.last_used_at).filter(ApiToken.tenant_id == tenant.ref.id).scalar()
+    assert first is not None
+    statements: list[str] = []
+    engine = app.extensions["batchline.db"].runtime
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        assert client.get("/api/v1/token", headers=_auth(token)).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    touching_tokens = [s for s in statements if "api_tokens" in s]
+    assert len(touching_tokens) == 1 and touching_tokens[0].lstrip().upper().startswith("SELECT")
+    with control_session() as session:
+        assert session.query(ApiToken.last_used_at).filter(ApiToken.tenant_id == tenant.ref.id).scalar() == first
+        session.execute(update(ApiToken).where(ApiToken.tenant_id == tenant.ref.id).values(
+            last_used_at=func.now() - timedelta(minutes=2)))
+    assert client.get("/api/v1/token", headers=_auth(token)).status_code == 200
+    with control_session() as session:
+        assert session.query(ApiToken.last_used_at).filter(ApiToken.tenant_id == tenant.ref.id).scalar() > first
+
+
 def test_token_never_exceeds_its_owners_current_roles(client, make_tenant, issue_token) -> None:
     tenant = make_tenant()
     token = issue_token(tenant, ["jobs.read", "users.read"])

@@ -14,6 +14,10 @@ BENCH_WORKERS (worker processes, default 2: one per core of this machine) size t
 serialised before the clock starts: turning readings into JSON is the gateway's work, on its own machine. The
 month's readings partition is made before the clock for both tenants (production makes them ahead with
 `batchline sensors partitions`).
+
+Also printed (a `#` line, Linux): the CPU seconds spent while ingesting by the bench process (HTTP server and
+gateway clients), the worker processes and the database's backends, and by the backend of the binary COPY. Under
+load the wall clock says little; CPU per reading says what the path costs.
 """
 
 from __future__ import annotations
@@ -88,6 +92,27 @@ def _bodies(values: np.ndarray, stamps: list[str]) -> list[list[bytes]]:
     return bodies
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 if it is gone or this is not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _backend_cpu(db) -> dict[int, float]:
+    """CPU seconds so far of each backend of the bench database (a server on this machine), by pid."""
+    with db.owner.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND pid <> pg_backend_pid()")).scalars().all()
+    return {pid: _cpu_s(pid) for pid in pids}
+
+
 #: What the clock waits for, in one statement: the poll runs every 20 ms on the same two cores as the ingest, so
 #: it should cost as little as it can.
 _PROGRESS_SQL = text(
@@ -103,8 +128,10 @@ def _done(tenant, expected_posts: int, judged: int) -> bool:
     return pending == 0 and processed == expected_posts and analysed == judged
 
 
-def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime], stamps: list[str]) -> float:
-    """Seconds to COPY the same readings into a fresh tenant's `sensor_readings`, commit included."""
+def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime],
+                stamps: list[str]) -> tuple[float, float]:
+    """Seconds to COPY the same readings into a fresh tenant's `sensor_readings`, commit included, and the CPU
+    seconds of the database backend that ran it."""
     tenant, ids = _plant(db, f"ingest-copy-{kind}")
     total = values.size
     if kind == "binary":
@@ -120,6 +147,8 @@ def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime], stam
         session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": START.date()})
     started = time.perf_counter()
     with tenant_transaction(tenant.ref) as session:
+        backend = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        cpu_before = _cpu_s(backend)
         if kind == "binary":
             assert copy_readings(session, data, total) == (total, 0)  # type: ignore[arg-type]
         else:
@@ -127,7 +156,7 @@ def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime], stam
                     "COPY sensor_readings (sensor_id, ts, value, quality, ingest_id, batch_id, step_id) "
                     "FROM STDIN") as copy:
                 copy.write(data)
-    return time.perf_counter() - started  # the commit included, like the ingest path's
+    return time.perf_counter() - started, _cpu_s(backend) - cpu_before  # the commit included, like the ingest's
 
 
 def main() -> None:
@@ -178,6 +207,8 @@ def main() -> None:
                 for body in bodies[g]:
                     clients[g].post_body(body)
 
+            backends_before = _backend_cpu(db)
+            bench_before, workers_before = _cpu_s(os.getpid()), sum(_cpu_s(p.pid) for p in workers)
             started = time.perf_counter()
             with ThreadPoolExecutor(GATEWAYS) as pool:
                 list(pool.map(gateway, range(GATEWAYS)))
@@ -186,6 +217,9 @@ def main() -> None:
                 assert time.perf_counter() - started < 900, "not all stored and analysed after 15 minutes"
                 time.sleep(0.02)
             ingest_s = time.perf_counter() - started
+            cpu = {"bench": _cpu_s(os.getpid()) - bench_before,
+                   "workers": sum(_cpu_s(p.pid) for p in workers) - workers_before,
+                   "backends": sum(now - backends_before.get(pid, 0.0) for pid, now in _backend_cpu(db).items())}
             with tenant_transaction(tenant.ref) as session:
                 stored = session.scalar(text("SELECT count(*) FROM sensor_readings"))
                 episodes = session.scalar(text("SELECT count(*) FROM sensor_episodes"))
@@ -196,11 +230,15 @@ def main() -> None:
                 worker.terminate()
                 worker.wait(30)
 
-        copies = {kind: _timed_copy(db, kind, values, moments, stamps) for kind in ("text", "binary")}
+        timed = {kind: _timed_copy(db, kind, values, moments, stamps) for kind in ("text", "binary")}
+    copies = {kind: seconds for kind, (seconds, _) in timed.items()}
     copy_s = min(copies.values())
     print(f"# {total} readings from {GATEWAYS} gateways in {posts} payloads; {len(workers)} workers; "
           f"all posted (202) after {posted_s:.2f}s, stored and analysed after {ingest_s:.2f}s; "
           f"{episodes} episodes; COPY text {copies['text']:.2f}s, binary {copies['binary']:.2f}s", flush=True)
+    print(f"# CPU-s while ingesting: bench process {cpu['bench']:.2f}, workers {cpu['workers']:.2f}, database "
+          f"backends {cpu['backends']:.2f}, total {sum(cpu.values()):.2f}; backend of the binary COPY "
+          f"{timed['binary'][1]:.2f} (text {timed['text'][1]:.2f})", flush=True)
     report("ingest_readings_per_s", total / ingest_s, "readings/s")
     report("copy_readings_per_s", total / copy_s, "readings/s")
     report("ingest_vs_copy_ratio", (total / ingest_s) / (total / copy_s), "x")

@@ -147,6 +147,25 @@ def test_job_enqueued_while_redis_is_down_runs_once_redis_is_back(app, make_tena
         down_app.extensions["batchline.db"].dispose()
 
 
+def test_a_job_run_before_its_row_was_stamped_dispatched_stamps_it(app, make_tenant, database_url) -> None:
+    # A job can start between the push and the stamp of its row (the stamp skips a row the job holds): the job
+    # stamps it, so the relay never takes a finished row for one still waiting.
+    down_app = create_app({"DATABASE_URL": database_url, "REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
+                           "SECRET_KEY": "x" * 32})
+    tenant = make_tenant()
+    try:
+        with down_app.app_context(), tenant_transaction(tenant.ref) as session:
+            outbox_id = enqueue(session, "app.core.jobs:whoami").id  # Redis is down: pushed by nobody
+        with down_app.app_context():
+            run_tenant_job(tenant_id=tenant.ref.id, outbox_id=outbox_id)
+        with down_app.app_context(), tenant_transaction(tenant.ref) as session:
+            row = session.get(OutboxMessage, outbox_id)
+            assert row.finished_at is not None and row.dispatched_at == row.finished_at
+        assert relay_tenant(down_app, tenant.ref, min_age_s=0) == 0
+    finally:
+        down_app.extensions["batchline.db"].dispose()
+
+
 def test_only_marked_functions_can_be_enqueued(app, make_tenant) -> None:
     tenant = make_tenant()
     with pytest.raises(ValueError, match=r"app\.<module>"), tenant_transaction(tenant.ref) as session:
