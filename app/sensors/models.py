@@ -119,6 +119,41 @@ class SensorReading(TenantBase):
     step_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class SensorReadingBucket(TenantBase):
+    """Coverage of one sensor over one time bucket, for readings of one batch (or of none): kept by a trigger on
+    `sensor_readings` as readings arrive, so the review reads a few rows per sensor instead of every reading."""
+
+    __tablename__ = "sensor_reading_buckets"
+    __table_args__ = (
+        PrimaryKeyConstraint("sensor_id", "batch_key", "bucket_start", "bucket_s", name="pk_sensor_reading_buckets"),
+        # Buckets whose largest gap must be measured again on the readings (a late reading landed inside them).
+        Index("ix_sensor_reading_buckets_unmeasured", "sensor_id", postgresql_where=text("max_gap_s IS NULL")),
+        # Derived from the readings by the trigger alone (SECURITY DEFINER): the tenant role only reads it.
+        {"info": {**NOT_GMP, "privileges": "read_only"}},
+    )
+
+    #: The sensor (plant area's `sensors.id`).
+    sensor_id: Mapped[int] = mapped_column(BigInteger)
+    #: The readings' batch (`sensor_readings.batch_id`), 0 for readings of no batch.
+    batch_key: Mapped[int] = mapped_column(BigInteger)
+    #: Start of the bucket (a multiple of its width since 2000-01-01 UTC).
+    bucket_start: Mapped[datetime]
+    #: Width of the bucket in seconds (a power of ten, about a thousand sampling periods of the sensor).
+    bucket_s: Mapped[float] = mapped_column(Double)
+    #: Readings in the bucket.
+    n: Mapped[int] = mapped_column(BigInteger)
+    #: Readings of bad quality or without a value.
+    bad: Mapped[int] = mapped_column(BigInteger)
+    #: Whether a person (a `member:` ingest source) rather than a gateway posted any of them.
+    manual: Mapped[bool] = mapped_column(Boolean)
+    #: First and last good reading (quality below 2, with a value); NULL when none is good.
+    first_good: Mapped[datetime | None]
+    last_good: Mapped[datetime | None]
+    #: Longest time between consecutive good readings inside the bucket, in seconds (0 with fewer than two);
+    #: NULL while it has to be measured again.
+    max_gap_s: Mapped[float | None] = mapped_column(Double)
+
+
 class SensorAnalysisState(TenantBase):
     """Where analysis of one sensor stands: cursor, in-control model and recursive chart state."""
 
@@ -270,7 +305,70 @@ END
 $$
 """
 
-INSTALL_SQL = [DEFAULT_PARTITION_SQL, ENSURE_PARTITION_SQL]
+
+#: The rows of `{source}` (readings just stored) folded into buckets: count, bad count, manual, first and last good
+#: reading and the longest gap between consecutive good readings, per sensor, batch and bucket. A bucket is about a
+#: thousand sampling periods wide (a power of ten seconds, 1 s to 10,000 s), so a review reads a few rows per
+#: sensor and looks at single readings only at the ends of its time range.
+BUCKET_ROWS_SQL = """
+WITH widths AS (  -- a tenant's sensors: a few hundred rows at most
+  SELECT id, width, make_interval(secs => width) AS span
+  FROM (SELECT id, power(10, least(4, greatest(0, ceil(log(1000 * sampling_period_s)))))::float8 AS width
+        FROM sensors) w
+), binned AS (
+  SELECT r.sensor_id, coalesce(r.batch_id, 0) AS batch_key, coalesce(w.width, 60) AS width, r.ts,
+         date_bin(coalesce(w.span, interval '60 seconds'), r.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket_start,
+         r.quality < 2 AND r.value IS NOT NULL AS good, coalesce(i.source LIKE 'member:%', false) AS manual
+  FROM {source} r
+  LEFT JOIN widths w ON w.id = r.sensor_id
+  LEFT JOIN sensor_ingests i ON i.id = r.ingest_id
+), stepped AS (
+  SELECT *, CASE WHEN good THEN ts - lag(ts) OVER (PARTITION BY sensor_id, batch_key, bucket_start, good
+                                                   ORDER BY ts) END AS step
+  FROM binned
+)
+SELECT sensor_id, batch_key, bucket_start, width, count(*), count(*) FILTER (WHERE NOT good), bool_or(manual),
+       min(ts) FILTER (WHERE good), max(ts) FILTER (WHERE good), coalesce(extract(epoch FROM max(step))::float8, 0)
+FROM stepped GROUP BY sensor_id, batch_key, bucket_start, width
+"""
+
+#: Add readings just stored to their buckets. Readings are stored once (the primary key) and never changed, so
+#: counts add up. A bucket's longest gap stays exact when the new readings all come after (or all before) the
+#: good readings it held; readings landing in between (late, out of order) leave it to be measured again on the
+#: bucket's readings, which the second statement does.
+BUCKET_ADD_SQL = (
+    "INSERT INTO sensor_reading_buckets AS b (sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, "  # noqa: S608
+    "first_good, last_good, max_gap_s) " + BUCKET_ROWS_SQL + """
+ON CONFLICT (sensor_id, batch_key, bucket_start, bucket_s) DO UPDATE SET
+  n = b.n + excluded.n, bad = b.bad + excluded.bad, manual = b.manual OR excluded.manual,
+  first_good = least(b.first_good, excluded.first_good), last_good = greatest(b.last_good, excluded.last_good),
+  max_gap_s = CASE
+    WHEN b.first_good IS NULL OR excluded.first_good IS NULL THEN greatest(b.max_gap_s, excluded.max_gap_s)
+    WHEN excluded.first_good > b.last_good
+      THEN greatest(b.max_gap_s, excluded.max_gap_s, extract(epoch FROM excluded.first_good - b.last_good)::float8)
+    WHEN excluded.last_good < b.first_good
+      THEN greatest(b.max_gap_s, excluded.max_gap_s, extract(epoch FROM b.first_good - excluded.last_good)::float8)
+  END;
+UPDATE sensor_reading_buckets b SET max_gap_s = coalesce((
+  SELECT extract(epoch FROM max(step))::float8 FROM (
+    SELECT r.ts - lag(r.ts) OVER (ORDER BY r.ts) AS step FROM sensor_readings r
+    WHERE r.sensor_id = b.sensor_id AND coalesce(r.batch_id, 0) = b.batch_key AND r.quality < 2
+      AND r.value IS NOT NULL AND r.ts >= b.bucket_start AND r.ts < b.bucket_start + make_interval(secs => b.bucket_s)
+  ) steps), 0)
+WHERE b.max_gap_s IS NULL;
+""")
+
+#: The trigger keeping the buckets: once per statement storing readings (COPY or INSERT), over the rows it stored
+#: (a reading refused as a duplicate is not among them). SECURITY DEFINER: the tenant role may not write buckets.
+BUCKET_TRIGGER_SQL = [
+    "CREATE FUNCTION sensor_readings_to_buckets() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+    "SET search_path FROM CURRENT AS $$ BEGIN\n"
+    + BUCKET_ADD_SQL.format(source="stored_readings") + "\nRETURN NULL;\nEND $$",
+    "CREATE TRIGGER sensor_readings_buckets AFTER INSERT ON sensor_readings REFERENCING NEW TABLE AS "
+    "stored_readings FOR EACH STATEMENT EXECUTE FUNCTION sensor_readings_to_buckets()",
+]
+
+INSTALL_SQL = [DEFAULT_PARTITION_SQL, ENSURE_PARTITION_SQL, *BUCKET_TRIGGER_SQL]
 
 for _statement in INSTALL_SQL:
     event.listen(SensorReading.__table__, "after_create", DDL(_statement.replace("%", "%%")))

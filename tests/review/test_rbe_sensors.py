@@ -176,3 +176,75 @@ def test_dense_sensor_walk_finds_the_same_gaps_as_the_bucketed_pass(make_review_
     assert {k: ((v[0] - base) // ms, (v[1] - base) // ms, v[4]) for k, v in summary.items()} == {
         ids[0]: (100, 4100, False), ids[1]: (100, 4100, True), ids[2]: (100, 4100, False)}
     assert summary[ids[0]][3] == summary[ids[1]][3] == 301 and summary[ids[2]][3] == 0  # bad readings counted
+
+
+def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
+    """The coverage buckets kept by the trigger give the RBE the rows a scan of the readings gives: with readings
+    arriving out of order (late ones inside buckets already kept) and twice, a hole across a bucket boundary,
+    another batch's and no batch's readings in the same buckets, and ranges ending inside buckets or on their
+    boundaries."""
+    import random
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, text
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    from app.review.engine import coverage_rows, scan_readings
+    from app.sensors.models import BUCKET_ROWS_SQL, SensorIngest
+
+    floor = make_review_floor()
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    ms = timedelta(milliseconds=1)
+    with floor.tx(floor.supervisor) as s:
+        # 1 ms sampling: 1 s buckets; 10 ms sampling: 10 s buckets.
+        ids = [plant.create_sensor(s, tag=f"COV-{n}", equipment_id=floor.reactor_id, quantity_kind="pH", unit="pH",
+                                   range_low=0, range_high=14, sampling_period_s=period).id
+               for n, period in enumerate((0.001, 0.001, 0.01))]
+    with floor.tx() as s:
+        sensor_services.ensure_partitions(s, {base.date().replace(day=1)})
+        ingests = []
+        for source in ("client:gw-cov", "member:7:token:1"):
+            ingest = SensorIngest(source=source, message_id=f"cov-{source}", content_type="csv", payload=b"-",
+                                  size_bytes=0, status="processed")
+            s.add(ingest)
+            s.flush()
+            ingests.append(ingest.id)
+    rows = []
+    for n, sensor_id in enumerate(ids):
+        for i in range(0, 12000, 4):  # a reading every 4 ms for 12 s
+            if 2800 < i < 3600 or 6000 < i < 6000 + 400 * n:  # a hole across the 3 s boundary; a short hole
+                continue
+            bad = 4000 <= i <= 4800 and n != 1
+            batch = 99 if 8000 <= i <= 9000 else (None if i % 100 == 0 else 7)
+            rows.append({"sensor_id": sensor_id, "ts": base + i * ms, "value": None if bad and i % 8 == 0 else 7.0,
+                         "quality": 2 if bad else 0, "ingest_id": ingests[i == 10000 and n == 0], "batch_id": batch,
+                         "step_id": None})
+    # Half the readings first, then the rest shuffled in four statements (late readings land inside buckets
+    # already kept), then a gateway resending a thousand of them (stored once: refused as duplicates).
+    rng = random.Random(5)  # noqa: S311 (a reproducible arrival order, not a secret)
+    first, rest = rows[::2], rows[1::2]
+    rng.shuffle(rest)
+    for part in (first, *[rest[k::4] for k in range(4)]):
+        with floor.tx() as s:
+            s.execute(insert(SensorReading), part)
+    with floor.tx() as s:
+        s.execute(pg_insert(SensorReading).on_conflict_do_nothing(), rng.sample(rows, 1000))
+    columns = "sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, first_good, last_good, max_gap_s"
+    with floor.tx() as s:
+        kept = s.execute(text(f"SELECT {columns} FROM sensor_reading_buckets WHERE sensor_id = ANY(:ids) "
+                              "ORDER BY 1, 2, 3"), {"ids": ids}).all()
+        fresh = s.execute(text(f"SELECT * FROM ({BUCKET_ROWS_SQL.format(source='sensor_readings')}) b "
+                               "WHERE sensor_id = ANY(:ids) ORDER BY 1, 2, 3"), {"ids": ids}).all()
+        assert [tuple(r) for r in kept] == [tuple(r) for r in fresh]
+        assert sum(r.n for r in kept) == len(rows)
+        assert {r.bucket_s for r in kept} == {1.0, 10.0}
+        for lo, hi in ((base + 100 * ms, base + 11900 * ms), (base, base + 12 * 1000 * ms - ms),
+                       (base - timedelta(seconds=30), base + timedelta(seconds=30)),
+                       (base + 2950 * ms, base + 7001 * ms)):
+            expected = sorted(tuple(row) for row in scan_readings(s, sensor_ids=ids, batch_id=7, lo=lo, hi=hi,
+                                                                  min_gap=0.1, manual=[ingests[1]], walk=False))
+            found = sorted(coverage_rows(s, sensor_ids=ids, dense_ids=ids[:2], batch_id=7, lo=lo, hi=hi,
+                                         min_gap=0.1, manual=[ingests[1]]))
+            assert found == expected, (lo - base, hi - base)
+            assert any(r[0] == "gap" and (r[2] - base) // ms == 2800 and (r[3] - base) // ms == 3600
+                       for r in found) == (lo < base + 2800 * ms and hi > base + 3600 * ms)
