@@ -14,6 +14,7 @@ reconciled yet) are reported by their check but not raised: an exception is a fa
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from collections import defaultdict
@@ -542,13 +543,13 @@ def scan_readings(session: Session, *, sensor_ids: list[int], batch_id: int, lo:
 
 
 #: The coverage buckets (kept by a trigger as readings arrive) of the sensors, for the batch's readings and those of
-#: no batch, that overlap the scanned range; a bucket is at most 10,000 s wide, which bounds the index range.
+#: no batch, that overlap the scanned range.
 BUCKETS_SQL = text("""
-SELECT sensor_id, bucket_start, bucket_start + make_interval(secs => bucket_s) AS bucket_end, n, bad, manual,
-       first_good, last_good, max_gap_s
+SELECT sensor_id, bucket_start, bucket_start + make_interval(secs => bucket_s) AS bucket_end, bucket_s, n, bad,
+       manual, first_ts, last_ts, first_good, last_good, slots
 FROM sensor_reading_buckets
 WHERE sensor_id = ANY(CAST(:sensors AS bigint[])) AND batch_key IN (0, CAST(:batch AS bigint))
-  AND bucket_start <= :hi AND bucket_start > CAST(:lo AS timestamptz) - interval '10000 seconds'
+  AND bucket_start <= :hi AND bucket_start > CAST(:lo AS timestamptz) - interval '1 day'
   AND bucket_start + make_interval(secs => bucket_s) > :lo
 ORDER BY sensor_id, bucket_start, bucket_s
 """)
@@ -556,10 +557,21 @@ ORDER BY sensor_id, bucket_start, bucket_s
 MICROSECOND = timedelta(microseconds=1)
 
 
+def slots_gap_bound(slots: int, bucket_s: float) -> float:
+    """Seconds that no two consecutive good readings of a bucket can be further apart than, from which of its
+    `BUCKET_SLOTS` slices hold one: readings in slices i and j (none between) are less than j - i + 1 slices
+    apart. (A millisecond more: the slice of a reading is computed in floating point.)"""
+    from app.sensors.models import BUCKET_SLOTS
+
+    bits = [i for i in range(BUCKET_SLOTS) if slots >> i & 1]
+    widest = max((b - a + 1 for a, b in itertools.pairwise(bits)), default=1)
+    return widest * bucket_s / BUCKET_SLOTS + 0.001
+
+
 def _exact_spans(buckets: list[Any], lo: datetime, end: datetime, min_gap: float) -> tuple[list, list]:
     """Split one sensor's buckets into those read as they are and time spans whose readings must be scanned: a
-    bucket reaching past the range, one holding a gap longer than `min_gap` (or not measured yet), and buckets
-    overlapping one another (the batch's and no batch's readings in one bucket, or a changed bucket width)."""
+    bucket holding readings out of the range, one whose slices cannot rule out a gap longer than `min_gap`, and
+    buckets overlapping one another (the batch's and no batch's readings in the same minute)."""
     groups: list[list[Any]] = []
     for row in buckets:
         if groups and row.bucket_start < max(b.bucket_end for b in groups[-1]):
@@ -570,8 +582,8 @@ def _exact_spans(buckets: list[Any], lo: datetime, end: datetime, min_gap: float
     for group in groups:
         start, stop = group[0].bucket_start, max(b.bucket_end for b in group)
         row = group[0]
-        if len(group) == 1 and start >= lo and stop <= end and row.max_gap_s is not None \
-                and row.max_gap_s <= min_gap:
+        if len(group) == 1 and row.first_ts >= lo and row.last_ts < end \
+                and slots_gap_bound(row.slots, row.bucket_s) <= min_gap:
             whole.append(row)
         elif spans and spans[-1][1] >= max(start, lo):
             spans[-1][1] = min(stop, end)

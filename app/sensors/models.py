@@ -120,14 +120,12 @@ class SensorReading(TenantBase):
 
 
 class SensorReadingBucket(TenantBase):
-    """Coverage of one sensor over one time bucket, for readings of one batch (or of none): kept by a trigger on
+    """Coverage of one sensor over one minute, for readings of one batch (or of none): kept by a trigger on
     `sensor_readings` as readings arrive, so the review reads a few rows per sensor instead of every reading."""
 
     __tablename__ = "sensor_reading_buckets"
     __table_args__ = (
         PrimaryKeyConstraint("sensor_id", "batch_key", "bucket_start", "bucket_s", name="pk_sensor_reading_buckets"),
-        # Buckets whose largest gap must be measured again on the readings (a late reading landed inside them).
-        Index("ix_sensor_reading_buckets_unmeasured", "sensor_id", postgresql_where=text("max_gap_s IS NULL")),
         # Derived from the readings by the trigger alone (SECURITY DEFINER): the tenant role only reads it.
         {"info": {**NOT_GMP, "privileges": "read_only"}},
     )
@@ -138,7 +136,7 @@ class SensorReadingBucket(TenantBase):
     batch_key: Mapped[int] = mapped_column(BigInteger)
     #: Start of the bucket (a multiple of its width since 2000-01-01 UTC).
     bucket_start: Mapped[datetime]
-    #: Width of the bucket in seconds (a power of ten, about a thousand sampling periods of the sensor).
+    #: Width of the bucket in seconds (`BUCKET_SECONDS`).
     bucket_s: Mapped[float] = mapped_column(Double)
     #: Readings in the bucket.
     n: Mapped[int] = mapped_column(BigInteger)
@@ -146,12 +144,15 @@ class SensorReadingBucket(TenantBase):
     bad: Mapped[int] = mapped_column(BigInteger)
     #: Whether a person (a `member:` ingest source) rather than a gateway posted any of them.
     manual: Mapped[bool] = mapped_column(Boolean)
+    #: First and last reading of any quality.
+    first_ts: Mapped[datetime]
+    last_ts: Mapped[datetime]
     #: First and last good reading (quality below 2, with a value); NULL when none is good.
     first_good: Mapped[datetime | None]
     last_good: Mapped[datetime | None]
-    #: Longest time between consecutive good readings inside the bucket, in seconds (0 with fewer than two);
-    #: NULL while it has to be measured again.
-    max_gap_s: Mapped[float | None] = mapped_column(Double)
+    #: Which of the bucket's `BUCKET_SLOTS` equal slices of time hold a good reading (bit i: slice i), which
+    #: bounds the longest time between good readings inside it.
+    slots: Mapped[int] = mapped_column(BigInteger)
 
 
 class SensorAnalysisState(TenantBase):
@@ -306,56 +307,39 @@ $$
 """
 
 
-#: The rows of `{source}` (readings just stored) folded into buckets: count, bad count, manual, first and last good
-#: reading and the longest gap between consecutive good readings, per sensor, batch and bucket. A bucket is about a
-#: thousand sampling periods wide (a power of ten seconds, 1 s to 10,000 s), so a review reads a few rows per
-#: sensor and looks at single readings only at the ends of its time range.
+#: Width of a coverage bucket and the number of slices of it whose occupancy a bucket records (bits of a bigint).
+BUCKET_SECONDS = 60
+BUCKET_SLOTS = 64
+
+#: The rows of `{source}` (readings just stored) folded into one-minute buckets per sensor and batch: count, bad
+#: count, manual, first and last reading, first and last good reading, and which slices of the minute hold a good
+#: reading. Plain aggregates (no sorting of the readings), so the buckets cost one hashed pass over what is
+#: stored, and adding readings to a bucket in any order, in any number of statements, gives the same bucket.
 BUCKET_ROWS_SQL = """
-WITH widths AS (  -- a tenant's sensors: a few hundred rows at most
-  SELECT id, width, make_interval(secs => width) AS span
-  FROM (SELECT id, power(10, least(4, greatest(0, ceil(log(1000 * sampling_period_s)))))::float8 AS width
-        FROM sensors) w
-), binned AS (
-  SELECT r.sensor_id, coalesce(r.batch_id, 0) AS batch_key, coalesce(w.width, 60) AS width, r.ts,
-         date_bin(coalesce(w.span, interval '60 seconds'), r.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket_start,
+WITH binned AS (
+  SELECT r.sensor_id, coalesce(r.batch_id, 0) AS batch_key, r.ts,
+         date_bin(interval '{seconds} seconds', r.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket_start,
          r.quality < 2 AND r.value IS NOT NULL AS good, coalesce(i.source LIKE 'member:%', false) AS manual
   FROM {source} r
-  LEFT JOIN widths w ON w.id = r.sensor_id
   LEFT JOIN sensor_ingests i ON i.id = r.ingest_id
-), stepped AS (
-  SELECT *, CASE WHEN good THEN ts - lag(ts) OVER (PARTITION BY sensor_id, batch_key, bucket_start, good
-                                                   ORDER BY ts) END AS step
-  FROM binned
 )
-SELECT sensor_id, batch_key, bucket_start, width, count(*), count(*) FILTER (WHERE NOT good), bool_or(manual),
-       min(ts) FILTER (WHERE good), max(ts) FILTER (WHERE good), coalesce(extract(epoch FROM max(step))::float8, 0)
-FROM stepped GROUP BY sensor_id, batch_key, bucket_start, width
-"""
+SELECT sensor_id, batch_key, bucket_start, {seconds}::float8, count(*), count(*) FILTER (WHERE NOT good),
+       bool_or(manual), min(ts), max(ts), min(ts) FILTER (WHERE good), max(ts) FILTER (WHERE good),
+       coalesce(bit_or(1::bigint << least({slots} - 1, floor((date_part('epoch', ts) - date_part('epoch', bucket_start))
+                                                          * {slots} / {seconds}))::int) FILTER (WHERE good), 0)
+FROM binned GROUP BY sensor_id, batch_key, bucket_start
+""".replace("{seconds}", str(BUCKET_SECONDS)).replace("{slots}", str(BUCKET_SLOTS))
 
 #: Add readings just stored to their buckets. Readings are stored once (the primary key) and never changed, so
-#: counts add up. A bucket's longest gap stays exact when the new readings all come after (or all before) the
-#: good readings it held; readings landing in between (late, out of order) leave it to be measured again on the
-#: bucket's readings, which the second statement does.
+#: counts add up and the rest merges whatever the order of arrival.
 BUCKET_ADD_SQL = (
-    "INSERT INTO sensor_reading_buckets AS b (sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, "  # noqa: S608
-    "first_good, last_good, max_gap_s) " + BUCKET_ROWS_SQL + """
+    "INSERT INTO sensor_reading_buckets AS b (sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, "
+    "first_ts, last_ts, first_good, last_good, slots) " + BUCKET_ROWS_SQL + """
 ON CONFLICT (sensor_id, batch_key, bucket_start, bucket_s) DO UPDATE SET
   n = b.n + excluded.n, bad = b.bad + excluded.bad, manual = b.manual OR excluded.manual,
+  first_ts = least(b.first_ts, excluded.first_ts), last_ts = greatest(b.last_ts, excluded.last_ts),
   first_good = least(b.first_good, excluded.first_good), last_good = greatest(b.last_good, excluded.last_good),
-  max_gap_s = CASE
-    WHEN b.first_good IS NULL OR excluded.first_good IS NULL THEN greatest(b.max_gap_s, excluded.max_gap_s)
-    WHEN excluded.first_good > b.last_good
-      THEN greatest(b.max_gap_s, excluded.max_gap_s, extract(epoch FROM excluded.first_good - b.last_good)::float8)
-    WHEN excluded.last_good < b.first_good
-      THEN greatest(b.max_gap_s, excluded.max_gap_s, extract(epoch FROM b.first_good - excluded.last_good)::float8)
-  END;
-UPDATE sensor_reading_buckets b SET max_gap_s = coalesce((
-  SELECT extract(epoch FROM max(step))::float8 FROM (
-    SELECT r.ts - lag(r.ts) OVER (ORDER BY r.ts) AS step FROM sensor_readings r
-    WHERE r.sensor_id = b.sensor_id AND coalesce(r.batch_id, 0) = b.batch_key AND r.quality < 2
-      AND r.value IS NOT NULL AND r.ts >= b.bucket_start AND r.ts < b.bucket_start + make_interval(secs => b.bucket_s)
-  ) steps), 0)
-WHERE b.max_gap_s IS NULL;
+  slots = b.slots | excluded.slots;
 """)
 
 #: The trigger keeping the buckets: once per statement storing readings (COPY or INSERT), over the rows it stored

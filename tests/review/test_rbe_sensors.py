@@ -17,6 +17,7 @@ from app.sensors.models import SensorEpisode, SensorReading
 from tests.sensors.conftest import burst
 
 WOBBLE = [0.0, 0.02, -0.01, 0.03, -0.02, 0.01, -0.03]
+MS = timedelta(milliseconds=1)
 
 
 def _payload(tag: str, points: list[tuple]) -> bytes:
@@ -180,8 +181,8 @@ def test_dense_sensor_walk_finds_the_same_gaps_as_the_bucketed_pass(make_review_
 
 def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
     """The coverage buckets kept by the trigger give the RBE the rows a scan of the readings gives: with readings
-    arriving out of order (late ones inside buckets already kept) and twice, a hole across a bucket boundary,
-    another batch's and no batch's readings in the same buckets, and ranges ending inside buckets or on their
+    arriving out of order (late ones inside buckets already kept) and twice, a hole across a bucket boundary and
+    one inside a bucket, another batch's and no batch's readings, and ranges ending inside buckets or on their
     boundaries."""
     import random
     from datetime import UTC, datetime
@@ -189,17 +190,14 @@ def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
     from sqlalchemy import insert, text
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    from app.review.engine import coverage_rows, scan_readings
+    from app.review.engine import _exact_spans, coverage_rows, scan_readings
     from app.sensors.models import BUCKET_ROWS_SQL, SensorIngest
 
     floor = make_review_floor()
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    ms = timedelta(milliseconds=1)
+    base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     with floor.tx(floor.supervisor) as s:
-        # 1 ms sampling: 1 s buckets; 10 ms sampling: 10 s buckets.
         ids = [plant.create_sensor(s, tag=f"COV-{n}", equipment_id=floor.reactor_id, quantity_kind="pH", unit="pH",
-                                   range_low=0, range_high=14, sampling_period_s=period).id
-               for n, period in enumerate((0.001, 0.001, 0.01))]
+                                   range_low=0, range_high=14, sampling_period_s=0.1).id for n in range(3)]
     with floor.tx() as s:
         sensor_services.ensure_partitions(s, {base.date().replace(day=1)})
         ingests = []
@@ -211,14 +209,16 @@ def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
             ingests.append(ingest.id)
     rows = []
     for n, sensor_id in enumerate(ids):
-        for i in range(0, 12000, 4):  # a reading every 4 ms for 12 s
-            if 2800 < i < 3600 or 6000 < i < 6000 + 400 * n:  # a hole across the 3 s boundary; a short hole
+        for i in range(3600):  # a reading every 100 ms for 6 minutes
+            t = i / 10
+            # 7 s and 5 s holes across minute boundaries, a 5 s hole inside a minute, a short hole (0.5 s to 1.5 s)
+            if 117 < t < 124 or 298 < t < 303 or 200 < t < 205 or 10 < t < 10 + 0.5 * (n + 1):
                 continue
-            bad = 4000 <= i <= 4800 and n != 1
-            batch = 99 if 8000 <= i <= 9000 else (None if i % 100 == 0 else 7)
-            rows.append({"sensor_id": sensor_id, "ts": base + i * ms, "value": None if bad and i % 8 == 0 else 7.0,
-                         "quality": 2 if bad else 0, "ingest_id": ingests[i == 10000 and n == 0], "batch_id": batch,
-                         "step_id": None})
+            bad = 30 <= t <= 45 and n != 1
+            batch = 99 if 150 <= t <= 170 else (None if 60 <= t < 120 and i % 50 == 0 else 7)
+            rows.append({"sensor_id": sensor_id, "ts": base + timedelta(seconds=t), "value": None if bad and i % 4 == 0
+                         else 7.0, "quality": 2 if bad else 0, "ingest_id": ingests[i == 100 and n == 0],
+                         "batch_id": batch, "step_id": None})
     # Half the readings first, then the rest shuffled in four statements (late readings land inside buckets
     # already kept), then a gateway resending a thousand of them (stored once: refused as duplicates).
     rng = random.Random(5)  # noqa: S311 (a reproducible arrival order, not a secret)
@@ -229,7 +229,9 @@ def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
             s.execute(insert(SensorReading), part)
     with floor.tx() as s:
         s.execute(pg_insert(SensorReading).on_conflict_do_nothing(), rng.sample(rows, 1000))
-    columns = "sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, first_good, last_good, max_gap_s"
+    columns = "sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, first_ts, last_ts, first_good, " \
+              "last_good, slots"
+    second = timedelta(seconds=1)
     with floor.tx() as s:
         kept = s.execute(text(f"SELECT {columns} FROM sensor_reading_buckets WHERE sensor_id = ANY(:ids) "
                               "ORDER BY 1, 2, 3"), {"ids": ids}).all()
@@ -237,14 +239,23 @@ def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
                                "WHERE sensor_id = ANY(:ids) ORDER BY 1, 2, 3"), {"ids": ids}).all()
         assert [tuple(r) for r in kept] == [tuple(r) for r in fresh]
         assert sum(r.n for r in kept) == len(rows)
-        assert {r.bucket_s for r in kept} == {1.0, 10.0}
-        for lo, hi in ((base + 100 * ms, base + 11900 * ms), (base, base + 12 * 1000 * ms - ms),
-                       (base - timedelta(seconds=30), base + timedelta(seconds=30)),
-                       (base + 2950 * ms, base + 7001 * ms)):
-            expected = sorted(tuple(row) for row in scan_readings(s, sensor_ids=ids, batch_id=7, lo=lo, hi=hi,
-                                                                  min_gap=0.1, manual=[ingests[1]], walk=False))
-            found = sorted(coverage_rows(s, sensor_ids=ids, dense_ids=ids[:2], batch_id=7, lo=lo, hi=hi,
-                                         min_gap=0.1, manual=[ingests[1]]))
-            assert found == expected, (lo - base, hi - base)
-            assert any(r[0] == "gap" and (r[2] - base) // ms == 2800 and (r[3] - base) // ms == 3600
-                       for r in found) == (lo < base + 2800 * ms and hi > base + 3600 * ms)
+        # Buckets read whole and spans scanned both serve the review of a range over all the readings.
+        buckets = s.execute(text("SELECT *, bucket_start + make_interval(secs => bucket_s) AS bucket_end "
+                                 "FROM sensor_reading_buckets WHERE sensor_id = :i AND batch_key IN (0, 7) "
+                                 "ORDER BY bucket_start"), {"i": ids[0]}).all()
+        whole, spans = _exact_spans(buckets, base - 60 * second, base + 400 * second, 2.0)
+        assert [(b.bucket_start - base) // second for b in whole] == [240, 300]
+        assert [((a - base) // second, (b - base) // second) for a, b in spans] == [(0, 240)]
+        for lo, hi in ((base + second / 20, base + 299 * second), (base, base + 360 * second - MS),
+                       (base - 60 * second, base + 400 * second), (base + 118 * second, base + 301 * second)):
+            for min_gap in (0.1, 2.0, 10.0):
+                expected = sorted(tuple(row) for row in scan_readings(
+                    s, sensor_ids=ids, batch_id=7, lo=lo, hi=hi, min_gap=min_gap, manual=[ingests[1]], walk=False))
+                found = sorted(coverage_rows(s, sensor_ids=ids, dense_ids=ids[:1], batch_id=7, lo=lo, hi=hi,
+                                             min_gap=min_gap, manual=[ingests[1]]))
+                assert found == expected, (lo - base, hi - base, min_gap)
+                for t1, t2 in ((117000, 124000), (298000, 303000)):  # the holes across bucket boundaries
+                    across = [r for r in found if r[0] == "gap" and ((r[2] - base) // MS, (r[3] - base) // MS)
+                              == (t1, t2)]
+                    seen = lo <= base + t1 * MS and hi >= base + t2 * MS and (t2 - t1) / 1000 > min_gap
+                    assert len(across) == (3 if seen else 0)

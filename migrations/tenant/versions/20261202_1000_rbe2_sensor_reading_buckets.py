@@ -12,7 +12,7 @@ from alembic import op
 
 # The trigger's SQL is the model's (one text for new schemas and migrated ones); a later change to it comes with
 # a migration of its own that replaces the function.
-from app.sensors.models import BUCKET_ROWS_SQL, BUCKET_TRIGGER_SQL
+from app.sensors.models import BUCKET_ADD_SQL, BUCKET_TRIGGER_SQL
 
 revision = "rbe2"
 down_revision = "ingest1"
@@ -30,23 +30,20 @@ def upgrade() -> None:
         sa.Column("n", sa.BigInteger(), nullable=False),
         sa.Column("bad", sa.BigInteger(), nullable=False),
         sa.Column("manual", sa.Boolean(), nullable=False),
+        sa.Column("first_ts", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_ts", sa.DateTime(timezone=True), nullable=False),
         sa.Column("first_good", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_good", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("max_gap_s", sa.Double(), nullable=True),
+        sa.Column("slots", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("sensor_id", "batch_key", "bucket_start", "bucket_s",
                                 name="pk_sensor_reading_buckets"),
     )
-    op.create_index("ix_sensor_reading_buckets_unmeasured", "sensor_reading_buckets", ["sensor_id"],
-                    postgresql_where=sa.text("max_gap_s IS NULL"))
     for statement in BUCKET_TRIGGER_SQL:
         op.execute(statement)
-    op.execute("INSERT INTO sensor_reading_buckets (sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, "
-               "first_good, last_good, max_gap_s) " + BUCKET_ROWS_SQL.format(source="sensor_readings"))
+    op.execute(BUCKET_ADD_SQL.format(source="sensor_readings"))  # the readings stored so far
 
 
 def downgrade() -> None:
     op.execute("DROP TRIGGER sensor_readings_buckets ON sensor_readings")
     op.execute("DROP FUNCTION sensor_readings_to_buckets()")
-    op.drop_index("ix_sensor_reading_buckets_unmeasured", table_name="sensor_reading_buckets",
-                  postgresql_where=sa.text("max_gap_s IS NULL"))
     op.drop_table("sensor_reading_buckets")
