@@ -225,7 +225,7 @@ def _signatures_valid(ctx: Context) -> CheckOutcome:
     for entry in ctx.current:
         current_by_step[entry.step_execution_id].append(entry)
     executed = [step for step in ctx.steps if step.status in ("completed", "in_progress")]
-    signatures = execution.steps_signatures(session, batch, executed)
+    signatures = execution.steps_signatures(session, batch, executed, ctx.current)
     for step in executed:
         phase = phases.get(step.phase_key)
         checks = signatures[step.id]
@@ -779,8 +779,10 @@ def _sensor_episodes(ctx: Context) -> CheckOutcome:
         kind = episode_type(ep.kind, ep.rule)
         where = tags.get(ep.sensor_id, f"equipment #{ep.equipment_id}")
         step = steps.get(ep.step_id) if ep.step_id else None
+        # "YYYY-MM-DD HH:MM:SS" and "HH:MM:SS" cut from isoformat: strftime costs twice as much, a thousand times.
         findings.append(Finding(
-            kind, f"{where}: {ep.rule} episode from {ep.start_ts:%Y-%m-%d %H:%M:%S} to {ep.end_ts:%H:%M:%S} UTC"
+            kind, f"{where}: {ep.rule} episode from {ep.start_ts.isoformat(' ')[:19]} to "
+            f"{ep.end_ts.isoformat()[11:19]} UTC"
             f" ({ep.n_alarms} alarmed readings, peak {ep.peak_value if ep.peak_value is not None else 'no value'})"
             + (f" during step {step.phase_name}" if step else ""),
             f"episode:{ep.id}",
