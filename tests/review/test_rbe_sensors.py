@@ -32,6 +32,27 @@ def _episode(sensor_id: int, equipment_id: int, kind: str, rule: str, start, end
                          start_index=0, end_index=3, peak_index=1, is_open=False)
 
 
+def _ph_sensors(floor, prefix: str, period: float, base) -> tuple[list[int], list[int]]:
+    """Three pH sensors on the reactor, the readings partition of `base`, and two stored payloads to cite as
+    the readings' ingest: a gateway's, and one a person posted with their own token."""
+    from app.sensors.models import SensorIngest
+
+    with floor.tx(floor.supervisor) as s:
+        ids = [plant.create_sensor(s, tag=f"{prefix}-{n}", equipment_id=floor.reactor_id, quantity_kind="pH",
+                                   unit="pH", range_low=0, range_high=14, sampling_period_s=period).id
+               for n in range(3)]
+    with floor.tx() as s:
+        sensor_services.ensure_partitions(s, {base.date().replace(day=1)})
+        ingests = []
+        for source in (f"client:gw-{prefix}", "member:7:token:1"):
+            ingest = SensorIngest(source=source, message_id=f"{prefix}-{source}", content_type="csv", payload=b"-",
+                                  size_bytes=0, status="processed")
+            s.add(ingest)
+            s.flush()
+            ingests.append(ingest.id)
+    return ids, ingests
+
+
 def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) -> None:
     floor = make_review_floor()
     with floor.tx(floor.supervisor) as s:
@@ -128,24 +149,12 @@ def test_dense_sensor_walk_finds_the_same_gaps_as_the_bucketed_pass(make_review_
     from sqlalchemy import insert
 
     from app.review.engine import scan_readings
-    from app.sensors.models import SensorIngest
 
     floor = make_review_floor()
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     ms = timedelta(milliseconds=1)
-    with floor.tx(floor.supervisor) as s:
-        ids = [plant.create_sensor(s, tag=f"DENSE-{n}", equipment_id=floor.reactor_id, quantity_kind="pH",
-                                   unit="pH", range_low=0, range_high=14, sampling_period_s=0.001).id
-               for n in range(3)]
+    ids, ingests = _ph_sensors(floor, "DENSE", 0.001, base)
     with floor.tx() as s:
-        sensor_services.ensure_partitions(s, {base.date().replace(day=1)})
-        ingests = []
-        for source in ("client:gw-dense", "member:7:token:1"):
-            ingest = SensorIngest(source=source, message_id=f"dense-{source}", content_type="csv", payload=b"-",
-                                  size_bytes=0, status="processed")
-            s.add(ingest)
-            s.flush()
-            ingests.append(ingest.id)
         rows = []
         for n, sensor_id in enumerate(ids):
             for i in range(0, 4200, 2):  # a reading every 2 ms for 4.2 s
@@ -191,22 +200,11 @@ def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
     from app.review.engine import _exact_spans, coverage_rows, scan_readings
-    from app.sensors.models import BUCKET_ROWS_SQL, SensorIngest
+    from app.sensors.models import BUCKET_ROWS_SQL
 
     floor = make_review_floor()
     base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-    with floor.tx(floor.supervisor) as s:
-        ids = [plant.create_sensor(s, tag=f"COV-{n}", equipment_id=floor.reactor_id, quantity_kind="pH", unit="pH",
-                                   range_low=0, range_high=14, sampling_period_s=0.1).id for n in range(3)]
-    with floor.tx() as s:
-        sensor_services.ensure_partitions(s, {base.date().replace(day=1)})
-        ingests = []
-        for source in ("client:gw-cov", "member:7:token:1"):
-            ingest = SensorIngest(source=source, message_id=f"cov-{source}", content_type="csv", payload=b"-",
-                                  size_bytes=0, status="processed")
-            s.add(ingest)
-            s.flush()
-            ingests.append(ingest.id)
+    ids, ingests = _ph_sensors(floor, "COV", 0.1, base)
     rows = []
     for n, sensor_id in enumerate(ids):
         for i in range(3600):  # a reading every 100 ms for 6 minutes
