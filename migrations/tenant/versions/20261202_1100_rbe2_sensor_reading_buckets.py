@@ -3,7 +3,7 @@
 The review's sensor-coverage check reads these few rows per sensor instead of every reading of the batch.
 
 Revision ID: rbe2
-Revises: audit2
+Revises: ingperf1
 Create Date: 2026-12-02 11:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from app.sensors.models import BUCKET_ADD_SQL, BUCKET_TRIGGER_SQL
 
 revision = "rbe2"
-down_revision = "audit2"
+down_revision = "ingperf1"
 branch_labels = None
 depends_on = None
 
