@@ -11,6 +11,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+import orjson
 from flask import current_app
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
@@ -95,7 +96,10 @@ def record_many(session: Session, entries: Sequence[dict[str, Any]], *, actor: A
 
 def plain_json_text(values: Any) -> str:
     """JSON text of values reduced to plain JSON types as the audit trail stores them (dates ISO, decimals text)."""
-    return json.dumps(values, default=_jsonable)
+    # orjson: a thousand rows (an RBE run's exceptions) in a few milliseconds where `json` takes tens. Dates go
+    # through `_jsonable` as with `json`, and keys that are not strings become strings as `json` makes them.
+    return orjson.dumps(values, default=_jsonable,
+                        option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
 RECORD_MANY_SQL = text("""

@@ -765,17 +765,22 @@ def signed_content(session: Session, batch: Batch, step: StepExecution) -> dict[
     return signed_contents(session, batch, [step])[step.id]
 
 
-def signed_contents(session: Session, batch: Batch, steps: list[StepExecution]) -> dict[int, dict[str, Any]]:
-    """`signed_content` of many steps of a batch at once (two queries, however many steps)."""
+def signed_contents(session: Session, batch: Batch, steps: list[StepExecution],
+                    in_force_entries: list[StepEntry] | None = None) -> dict[int, dict[str, Any]]:
+    """`signed_content` of many steps of a batch at once (two queries, however many steps); `in_force_entries`:
+    the batch's entries not superseded, in id order, if the caller has them loaded (one query then)."""
     ids = [step.id for step in steps]
     hashes = dict(session.execute(select(ControlRecipe.id, ControlRecipe.content_hash).where(
         ControlRecipe.id.in_({step.control_recipe_id for step in steps}))).all()) if steps else {}
-    superseded = select(StepEntry.supersedes_id).where(StepEntry.step_execution_id.in_(ids),
-                                                       StepEntry.supersedes_id.is_not(None))
+    if in_force_entries is None:
+        superseded = select(StepEntry.supersedes_id).where(StepEntry.step_execution_id.in_(ids),
+                                                           StepEntry.supersedes_id.is_not(None))
+        in_force_entries = list(session.scalars(select(StepEntry).where(
+            StepEntry.step_execution_id.in_(ids), StepEntry.id.not_in(superseded)).order_by(StepEntry.id)))
     in_force: dict[int, dict[str, StepEntry]] = {step_id: {} for step_id in ids}
-    for row in session.scalars(select(StepEntry).where(StepEntry.step_execution_id.in_(ids),
-                                                       StepEntry.id.not_in(superseded)).order_by(StepEntry.id)):
-        in_force[row.step_execution_id][row.capture_key] = row
+    for row in in_force_entries:
+        if row.step_execution_id in in_force:
+            in_force[row.step_execution_id][row.capture_key] = row
     return {step.id: {"batch_number": batch.batch_number, "step_execution_id": step.id, "phase_key": step.phase_key,
                       "control_recipe_hash": hashes.get(step.control_recipe_id),
                       "entries": [{"entry_id": e.id, "capture": k, "display": e.display, "attempt": e.attempt}
@@ -788,11 +793,11 @@ def step_signatures(session: Session, batch: Batch, step: StepExecution) -> list
     return steps_signatures(session, batch, [step])[step.id]
 
 
-def steps_signatures(session: Session, batch: Batch,
-                     steps: list[StepExecution]) -> dict[int, list[esign.SignatureCheck]]:
+def steps_signatures(session: Session, batch: Batch, steps: list[StepExecution],
+                     in_force_entries: list[StepEntry] | None = None) -> dict[int, list[esign.SignatureCheck]]:
     """`step_signatures` of many steps at once (a review checks every step of a batch in four queries)."""
     checks = esign.check_record_signatures(session, record_type=STEP_RECORD,
-                                           contents=signed_contents(session, batch, steps))
+                                           contents=signed_contents(session, batch, steps, in_force_entries))
     return {step.id: checks[str(step.id)] for step in steps}
 
 

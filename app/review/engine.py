@@ -14,6 +14,7 @@ reconciled yet) are reported by their check but not raised: an exception is a fa
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from collections import defaultdict
@@ -224,7 +225,7 @@ def _signatures_valid(ctx: Context) -> CheckOutcome:
     for entry in ctx.current:
         current_by_step[entry.step_execution_id].append(entry)
     executed = [step for step in ctx.steps if step.status in ("completed", "in_progress")]
-    signatures = execution.steps_signatures(session, batch, executed)
+    signatures = execution.steps_signatures(session, batch, executed, ctx.current)
     for step in executed:
         phase = phases.get(step.phase_key)
         checks = signatures[step.id]
@@ -541,6 +542,105 @@ def scan_readings(session: Session, *, sensor_ids: list[int], batch_id: int, lo:
         "batch": batch_id})
 
 
+#: The coverage buckets (kept by a trigger as readings arrive) of the sensors, for the batch's readings and those of
+#: no batch, that overlap the scanned range.
+BUCKETS_SQL = text("""
+SELECT sensor_id, bucket_start, bucket_start + make_interval(secs => bucket_s) AS bucket_end, bucket_s, n, bad,
+       manual, first_ts, last_ts, first_good, last_good, slots
+FROM sensor_reading_buckets
+WHERE sensor_id = ANY(CAST(:sensors AS bigint[])) AND batch_key IN (0, CAST(:batch AS bigint))
+  AND bucket_start <= :hi AND bucket_start > CAST(:lo AS timestamptz) - interval '1 day'
+  AND bucket_start + make_interval(secs => bucket_s) > :lo
+ORDER BY sensor_id, bucket_start, bucket_s
+""")
+#: Timestamps are stored to the microsecond: the scanned range ends (inclusive) one microsecond before this.
+MICROSECOND = timedelta(microseconds=1)
+
+
+def slots_gap_bound(slots: int, bucket_s: float) -> float:
+    """Seconds that no two consecutive good readings of a bucket can be further apart than, from which of its
+    `BUCKET_SLOTS` slices hold one: readings in slices i and j (none between) are less than j - i + 1 slices
+    apart. (A millisecond more: the slice of a reading is computed in floating point.)"""
+    from app.sensors.models import BUCKET_SLOTS
+
+    bits = [i for i in range(BUCKET_SLOTS) if slots >> i & 1]
+    widest = max((b - a + 1 for a, b in itertools.pairwise(bits)), default=1)
+    return widest * bucket_s / BUCKET_SLOTS + 0.001
+
+
+def _exact_spans(buckets: list[Any], lo: datetime, end: datetime, min_gap: float) -> tuple[list, list]:
+    """Split one sensor's buckets into those read as they are and time spans whose readings must be scanned: a
+    bucket holding readings out of the range, one whose slices cannot rule out a gap longer than `min_gap`, and
+    buckets overlapping one another (the batch's and no batch's readings in the same minute)."""
+    groups: list[list[Any]] = []
+    for row in buckets:
+        if groups and row.bucket_start < max(b.bucket_end for b in groups[-1]):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    whole, spans = [], []
+    for group in groups:
+        start, stop = group[0].bucket_start, max(b.bucket_end for b in group)
+        row = group[0]
+        if len(group) == 1 and row.first_ts >= lo and row.last_ts < end \
+                and slots_gap_bound(row.slots, row.bucket_s) <= min_gap:
+            whole.append(row)
+        elif spans and spans[-1][1] >= max(start, lo):
+            spans[-1][1] = min(stop, end)
+        else:
+            spans.append([max(start, lo), min(stop, end)])
+    return whole, spans
+
+
+def coverage_rows(session: Session, *, sensor_ids: list[int], dense_ids: list[int], batch_id: int, lo: datetime,
+                  hi: datetime, min_gap: float, manual: list[int]) -> list[tuple]:
+    """The rows `scan_readings` gives over the sensors (a `summary` per sensor with readings in scope, a `gap` per
+    pair of consecutive good readings more than `min_gap` seconds apart), from the coverage buckets: readings are
+    scanned only where a bucket cannot answer alone (see `_exact_spans`); `dense_ids` are walked on the index."""
+    end = hi + MICROSECOND
+    buckets = session.execute(BUCKETS_SQL, {"sensors": sensor_ids, "batch": batch_id, "lo": lo, "hi": hi}).all()
+    by_sensor: dict[int, list[Any]] = defaultdict(list)
+    for row in buckets:
+        by_sensor[row.sensor_id].append(row)
+    # Per sensor, pieces in time order: (start, first good, last good, gaps, n, bad, manual).
+    pieces: dict[int, list[tuple]] = defaultdict(list)
+    to_scan: dict[tuple[datetime, datetime], list[int]] = defaultdict(list)
+    for sensor_id, rows in by_sensor.items():
+        whole, spans = _exact_spans(rows, lo, end, min_gap)
+        pieces[sensor_id] += [(r.bucket_start, r.first_good, r.last_good, [], r.n, r.bad, r.manual) for r in whole]
+        for start, stop in spans:
+            to_scan[start, stop].append(sensor_id)
+    for (start, stop), ids in to_scan.items():
+        scanned: dict[int, list[Any]] = defaultdict(list)
+        dense = [i for i in ids if i in dense_ids]
+        for group, walk in ((dense, True), ([i for i in ids if i not in dense], False)):
+            if group:
+                for row in scan_readings(session, sensor_ids=group, batch_id=batch_id, lo=start,
+                                         hi=stop - MICROSECOND, min_gap=min_gap, manual=manual, walk=walk):
+                    scanned[row.sensor_id].append(row)
+        for sensor_id, rows in scanned.items():
+            summary = next(r for r in rows if r.kind == "summary")
+            gaps = [(r.t1, r.t2) for r in rows if r.kind == "gap"]
+            pieces[sensor_id].append((start, summary.t1, summary.t2, gaps, summary.n, summary.bad, summary.manual))
+    out = []
+    for sensor_id, parts in pieces.items():
+        parts.sort(key=lambda part: part[0])
+        first = last = None
+        n = bad = 0
+        is_manual = False
+        for _, part_first, part_last, gaps, part_n, part_bad, part_manual in parts:
+            n, bad, is_manual = n + part_n, bad + part_bad, is_manual or part_manual
+            if part_first is None:
+                continue
+            if last is not None and (part_first - last).total_seconds() > min_gap:
+                out.append(("gap", sensor_id, last, part_first, 0, 0, False))
+            out += [("gap", sensor_id, t1, t2, 0, 0, False) for t1, t2 in gaps]
+            first, last = first or part_first, part_last
+        if n:
+            out.append(("summary", sensor_id, first, last, n, bad, is_manual))
+    return out
+
+
 def sensor_scan(ctx: Context, windows: list[dict[str, Any]], sensors: list[Any]) -> dict[int, dict[str, Any]]:
     """Per sensor: its gaps (pairs of consecutive good readings further apart than the smallest threshold),
     first and last good reading, reading count, bad-quality count and whether people posted some of them."""
@@ -556,20 +656,16 @@ def sensor_scan(ctx: Context, windows: list[dict[str, Any]], sensors: list[Any])
         SensorIngest.source.like("member:%"), SensorIngest.received_at >= lo)))
     min_gap = min(thresholds)
     dense = [s.id for s in sensors if min_gap >= DENSE_READINGS_PER_GAP * float(s.sampling_period_s)]
-    sparse = [s.id for s in sensors if s.id not in dense]
-    rows = []
-    for ids, walk in ((dense, True), (sparse, False)):
-        if ids:
-            rows += scan_readings(ctx.session, sensor_ids=ids, batch_id=ctx.batch.id, lo=lo, hi=hi,
-                                  min_gap=min_gap, manual=manual, walk=walk)
+    rows = coverage_rows(ctx.session, sensor_ids=[s.id for s in sensors], dense_ids=dense, batch_id=ctx.batch.id,
+                         lo=lo, hi=hi, min_gap=min_gap, manual=manual)
     out: dict[int, dict[str, Any]] = {s.id: {"gaps": [], "first": None, "last": None, "n": 0, "bad": 0,
                                              "manual": False} for s in sensors}
-    for row in rows:
-        item = out[row.sensor_id]
-        if row.kind == "gap":
-            item["gaps"].append((row.t1, row.t2))
+    for kind, sensor_id, t1, t2, n, bad, is_manual in rows:
+        item = out[sensor_id]
+        if kind == "gap":
+            item["gaps"].append((t1, t2))
         else:
-            item.update(first=row.t1, last=row.t2, n=int(row.n), bad=int(row.bad), manual=bool(row.manual))
+            item.update(first=t1, last=t2, n=int(n), bad=int(bad), manual=bool(is_manual))
     for item in out.values():
         item["gaps"].sort()
     return out
@@ -683,8 +779,10 @@ def _sensor_episodes(ctx: Context) -> CheckOutcome:
         kind = episode_type(ep.kind, ep.rule)
         where = tags.get(ep.sensor_id, f"equipment #{ep.equipment_id}")
         step = steps.get(ep.step_id) if ep.step_id else None
+        # "YYYY-MM-DD HH:MM:SS" and "HH:MM:SS" cut from isoformat: strftime costs twice as much, a thousand times.
         findings.append(Finding(
-            kind, f"{where}: {ep.rule} episode from {ep.start_ts:%Y-%m-%d %H:%M:%S} to {ep.end_ts:%H:%M:%S} UTC"
+            kind, f"{where}: {ep.rule} episode from {ep.start_ts.isoformat(' ')[:19]} to "
+            f"{ep.end_ts.isoformat()[11:19]} UTC"
             f" ({ep.n_alarms} alarmed readings, peak {ep.peak_value if ep.peak_value is not None else 'no value'})"
             + (f" during step {step.phase_name}" if step else ""),
             f"episode:{ep.id}",

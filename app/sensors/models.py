@@ -119,6 +119,42 @@ class SensorReading(TenantBase):
     step_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class SensorReadingBucket(TenantBase):
+    """Coverage of one sensor over one minute, for readings of one batch (or of none): kept by a trigger on
+    `sensor_readings` as readings arrive, so the review reads a few rows per sensor instead of every reading."""
+
+    __tablename__ = "sensor_reading_buckets"
+    __table_args__ = (
+        PrimaryKeyConstraint("sensor_id", "batch_key", "bucket_start", "bucket_s", name="pk_sensor_reading_buckets"),
+        # Derived from the readings by the trigger alone (SECURITY DEFINER): the tenant role only reads it.
+        {"info": {**NOT_GMP, "privileges": "read_only"}},
+    )
+
+    #: The sensor (plant area's `sensors.id`).
+    sensor_id: Mapped[int] = mapped_column(BigInteger)
+    #: The readings' batch (`sensor_readings.batch_id`), 0 for readings of no batch.
+    batch_key: Mapped[int] = mapped_column(BigInteger)
+    #: Start of the bucket (a multiple of its width since 2000-01-01 UTC).
+    bucket_start: Mapped[datetime]
+    #: Width of the bucket in seconds (`BUCKET_SECONDS`).
+    bucket_s: Mapped[float] = mapped_column(Double)
+    #: Readings in the bucket.
+    n: Mapped[int] = mapped_column(BigInteger)
+    #: Readings of bad quality or without a value.
+    bad: Mapped[int] = mapped_column(BigInteger)
+    #: Whether a person (a `member:` ingest source) rather than a gateway posted any of them.
+    manual: Mapped[bool] = mapped_column(Boolean)
+    #: First and last reading of any quality.
+    first_ts: Mapped[datetime]
+    last_ts: Mapped[datetime]
+    #: First and last good reading (quality below 2, with a value); NULL when none is good.
+    first_good: Mapped[datetime | None]
+    last_good: Mapped[datetime | None]
+    #: Which of the bucket's `BUCKET_SLOTS` equal slices of time hold a good reading (bit i: slice i), which
+    #: bounds the longest time between good readings inside it.
+    slots: Mapped[int] = mapped_column(BigInteger)
+
+
 class SensorAnalysisState(TenantBase):
     """Where analysis of one sensor stands: cursor, in-control model and recursive chart state."""
 
@@ -270,7 +306,53 @@ END
 $$
 """
 
-INSTALL_SQL = [DEFAULT_PARTITION_SQL, ENSURE_PARTITION_SQL]
+
+#: Width of a coverage bucket and the number of slices of it whose occupancy a bucket records (bits of a bigint).
+BUCKET_SECONDS = 60
+BUCKET_SLOTS = 64
+
+#: The rows of `{source}` (readings just stored) folded into one-minute buckets per sensor and batch: count, bad
+#: count, manual, first and last reading, first and last good reading, and which slices of the minute hold a good
+#: reading. Plain aggregates (no sorting of the readings), so the buckets cost one hashed pass over what is
+#: stored, and adding readings to a bucket in any order, in any number of statements, gives the same bucket.
+BUCKET_ROWS_SQL = """
+WITH binned AS (
+  SELECT r.sensor_id, coalesce(r.batch_id, 0) AS batch_key, r.ts,
+         date_bin(interval '{seconds} seconds', r.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket_start,
+         r.quality < 2 AND r.value IS NOT NULL AS good, coalesce(i.source LIKE 'member:%', false) AS manual
+  FROM {source} r
+  LEFT JOIN sensor_ingests i ON i.id = r.ingest_id
+)
+SELECT sensor_id, batch_key, bucket_start, {seconds}::float8, count(*), count(*) FILTER (WHERE NOT good),
+       bool_or(manual), min(ts), max(ts), min(ts) FILTER (WHERE good), max(ts) FILTER (WHERE good),
+       coalesce(bit_or(1::bigint << least({slots} - 1, floor((date_part('epoch', ts) - date_part('epoch', bucket_start))
+                                                          * {slots} / {seconds}))::int) FILTER (WHERE good), 0)
+FROM binned GROUP BY sensor_id, batch_key, bucket_start
+""".replace("{seconds}", str(BUCKET_SECONDS)).replace("{slots}", str(BUCKET_SLOTS))
+
+#: Add readings just stored to their buckets. Readings are stored once (the primary key) and never changed, so
+#: counts add up and the rest merges whatever the order of arrival.
+BUCKET_ADD_SQL = (
+    "INSERT INTO sensor_reading_buckets AS b (sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, "
+    "first_ts, last_ts, first_good, last_good, slots) " + BUCKET_ROWS_SQL + """
+ON CONFLICT (sensor_id, batch_key, bucket_start, bucket_s) DO UPDATE SET
+  n = b.n + excluded.n, bad = b.bad + excluded.bad, manual = b.manual OR excluded.manual,
+  first_ts = least(b.first_ts, excluded.first_ts), last_ts = greatest(b.last_ts, excluded.last_ts),
+  first_good = least(b.first_good, excluded.first_good), last_good = greatest(b.last_good, excluded.last_good),
+  slots = b.slots | excluded.slots;
+""")
+
+#: The trigger keeping the buckets: once per statement storing readings (COPY or INSERT), over the rows it stored
+#: (a reading refused as a duplicate is not among them). SECURITY DEFINER: the tenant role may not write buckets.
+BUCKET_TRIGGER_SQL = [
+    "CREATE FUNCTION sensor_readings_to_buckets() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+    "SET search_path FROM CURRENT AS $$ BEGIN\n"
+    + BUCKET_ADD_SQL.format(source="stored_readings") + "\nRETURN NULL;\nEND $$",
+    "CREATE TRIGGER sensor_readings_buckets AFTER INSERT ON sensor_readings REFERENCING NEW TABLE AS "
+    "stored_readings FOR EACH STATEMENT EXECUTE FUNCTION sensor_readings_to_buckets()",
+]
+
+INSTALL_SQL = [DEFAULT_PARTITION_SQL, ENSURE_PARTITION_SQL, *BUCKET_TRIGGER_SQL]
 
 for _statement in INSTALL_SQL:
     event.listen(SensorReading.__table__, "after_create", DDL(_statement.replace("%", "%%")))

@@ -17,6 +17,7 @@ from app.sensors.models import SensorEpisode, SensorReading
 from tests.sensors.conftest import burst
 
 WOBBLE = [0.0, 0.02, -0.01, 0.03, -0.02, 0.01, -0.03]
+MS = timedelta(milliseconds=1)
 
 
 def _payload(tag: str, points: list[tuple]) -> bytes:
@@ -29,6 +30,27 @@ def _episode(sensor_id: int, equipment_id: int, kind: str, rule: str, start, end
                          spec={"rule": rule, "kind": kind, "params": {}}, severity="amber", start_ts=start,
                          end_ts=end, peak_ts=start, peak_value=peak, peak_deviation=3.2, n_alarms=4,
                          start_index=0, end_index=3, peak_index=1, is_open=False)
+
+
+def _ph_sensors(floor, prefix: str, period: float, base) -> tuple[list[int], list[int]]:
+    """Three pH sensors on the reactor, the readings partition of `base`, and two stored payloads to cite as
+    the readings' ingest: a gateway's, and one a person posted with their own token."""
+    from app.sensors.models import SensorIngest
+
+    with floor.tx(floor.supervisor) as s:
+        ids = [plant.create_sensor(s, tag=f"{prefix}-{n}", equipment_id=floor.reactor_id, quantity_kind="pH",
+                                   unit="pH", range_low=0, range_high=14, sampling_period_s=period).id
+               for n in range(3)]
+    with floor.tx() as s:
+        sensor_services.ensure_partitions(s, {base.date().replace(day=1)})
+        ingests = []
+        for source in (f"client:gw-{prefix}", "member:7:token:1"):
+            ingest = SensorIngest(source=source, message_id=f"{prefix}-{source}", content_type="csv", payload=b"-",
+                                  size_bytes=0, status="processed")
+            s.add(ingest)
+            s.flush()
+            ingests.append(ingest.id)
+    return ids, ingests
 
 
 def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) -> None:
@@ -127,24 +149,12 @@ def test_dense_sensor_walk_finds_the_same_gaps_as_the_bucketed_pass(make_review_
     from sqlalchemy import insert
 
     from app.review.engine import scan_readings
-    from app.sensors.models import SensorIngest
 
     floor = make_review_floor()
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     ms = timedelta(milliseconds=1)
-    with floor.tx(floor.supervisor) as s:
-        ids = [plant.create_sensor(s, tag=f"DENSE-{n}", equipment_id=floor.reactor_id, quantity_kind="pH",
-                                   unit="pH", range_low=0, range_high=14, sampling_period_s=0.001).id
-               for n in range(3)]
+    ids, ingests = _ph_sensors(floor, "DENSE", 0.001, base)
     with floor.tx() as s:
-        sensor_services.ensure_partitions(s, {base.date().replace(day=1)})
-        ingests = []
-        for source in ("client:gw-dense", "member:7:token:1"):
-            ingest = SensorIngest(source=source, message_id=f"dense-{source}", content_type="csv", payload=b"-",
-                                  size_bytes=0, status="processed")
-            s.add(ingest)
-            s.flush()
-            ingests.append(ingest.id)
         rows = []
         for n, sensor_id in enumerate(ids):
             for i in range(0, 4200, 2):  # a reading every 2 ms for 4.2 s
@@ -176,3 +186,74 @@ def test_dense_sensor_walk_finds_the_same_gaps_as_the_bucketed_pass(make_review_
     assert {k: ((v[0] - base) // ms, (v[1] - base) // ms, v[4]) for k, v in summary.items()} == {
         ids[0]: (100, 4100, False), ids[1]: (100, 4100, True), ids[2]: (100, 4100, False)}
     assert summary[ids[0]][3] == summary[ids[1]][3] == 301 and summary[ids[2]][3] == 0  # bad readings counted
+
+
+def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
+    """The coverage buckets kept by the trigger give the RBE the rows a scan of the readings gives: with readings
+    arriving out of order (late ones inside buckets already kept) and twice, a hole across a bucket boundary and
+    one inside a bucket, another batch's and no batch's readings, and ranges ending inside buckets or on their
+    boundaries."""
+    import random
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, text
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    from app.review.engine import _exact_spans, coverage_rows, scan_readings
+    from app.sensors.models import BUCKET_ROWS_SQL
+
+    floor = make_review_floor()
+    base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    ids, ingests = _ph_sensors(floor, "COV", 0.1, base)
+    rows = []
+    for n, sensor_id in enumerate(ids):
+        for i in range(3600):  # a reading every 100 ms for 6 minutes
+            t = i / 10
+            # 7 s and 5 s holes across minute boundaries, a 5 s hole inside a minute, a short hole (0.5 s to 1.5 s)
+            if 117 < t < 124 or 298 < t < 303 or 200 < t < 205 or 10 < t < 10 + 0.5 * (n + 1):
+                continue
+            bad = 30 <= t <= 45 and n != 1
+            batch = 99 if 150 <= t <= 170 else (None if 60 <= t < 120 and i % 50 == 0 else 7)
+            rows.append({"sensor_id": sensor_id, "ts": base + timedelta(seconds=t), "value": None if bad and i % 4 == 0
+                         else 7.0, "quality": 2 if bad else 0, "ingest_id": ingests[i == 100 and n == 0],
+                         "batch_id": batch, "step_id": None})
+    # Half the readings first, then the rest shuffled in four statements (late readings land inside buckets
+    # already kept), then a gateway resending a thousand of them (stored once: refused as duplicates).
+    rng = random.Random(5)  # noqa: S311 (a reproducible arrival order, not a secret)
+    first, rest = rows[::2], rows[1::2]
+    rng.shuffle(rest)
+    for part in (first, *[rest[k::4] for k in range(4)]):
+        with floor.tx() as s:
+            s.execute(insert(SensorReading), part)
+    with floor.tx() as s:
+        s.execute(pg_insert(SensorReading).on_conflict_do_nothing(), rng.sample(rows, 1000))
+    columns = "sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, first_ts, last_ts, first_good, " \
+              "last_good, slots"
+    second = timedelta(seconds=1)
+    with floor.tx() as s:
+        kept = s.execute(text(f"SELECT {columns} FROM sensor_reading_buckets WHERE sensor_id = ANY(:ids) "
+                              "ORDER BY 1, 2, 3"), {"ids": ids}).all()
+        fresh = s.execute(text(f"SELECT * FROM ({BUCKET_ROWS_SQL.format(source='sensor_readings')}) b "
+                               "WHERE sensor_id = ANY(:ids) ORDER BY 1, 2, 3"), {"ids": ids}).all()
+        assert [tuple(r) for r in kept] == [tuple(r) for r in fresh]
+        assert sum(r.n for r in kept) == len(rows)
+        # Buckets read whole and spans scanned both serve the review of a range over all the readings.
+        buckets = s.execute(text("SELECT *, bucket_start + make_interval(secs => bucket_s) AS bucket_end "
+                                 "FROM sensor_reading_buckets WHERE sensor_id = :i AND batch_key IN (0, 7) "
+                                 "ORDER BY bucket_start"), {"i": ids[0]}).all()
+        whole, spans = _exact_spans(buckets, base - 60 * second, base + 400 * second, 2.0)
+        assert [(b.bucket_start - base) // second for b in whole] == [240, 300]
+        assert [((a - base) // second, (b - base) // second) for a, b in spans] == [(0, 240)]
+        for lo, hi in ((base + second / 20, base + 299 * second), (base, base + 360 * second - MS),
+                       (base - 60 * second, base + 400 * second), (base + 118 * second, base + 301 * second)):
+            for min_gap in (0.1, 2.0, 10.0):
+                expected = sorted(tuple(row) for row in scan_readings(
+                    s, sensor_ids=ids, batch_id=7, lo=lo, hi=hi, min_gap=min_gap, manual=[ingests[1]], walk=False))
+                found = sorted(coverage_rows(s, sensor_ids=ids, dense_ids=ids[:1], batch_id=7, lo=lo, hi=hi,
+                                             min_gap=min_gap, manual=[ingests[1]]))
+                assert found == expected, (lo - base, hi - base, min_gap)
+                for t1, t2 in ((117000, 124000), (298000, 303000)):  # the holes across bucket boundaries
+                    across = [r for r in found if r[0] == "gap" and ((r[2] - base) // MS, (r[3] - base) // MS)
+                              == (t1, t2)]
+                    seen = lo <= base + t1 * MS and hi >= base + t2 * MS and (t2 - t1) / 1000 > min_gap
+                    assert len(across) == (3 if seen else 0)
