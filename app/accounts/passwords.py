@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache, lru_cache
 
 from argon2 import PasswordHasher, profiles
@@ -44,6 +45,18 @@ def _normalise(password: str) -> str:
 def hash_password(password: str) -> str:
     """Return an argon2id PHC string."""
     return _hasher().hash(_normalise(password))
+
+
+#: argon2-cffi releases the GIL while hashing, so a hash can run beside work that waits on the database.
+_BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="argon2")
+
+
+def hash_password_in_background(password: str) -> Future[str]:
+    """Start hashing now (with the app's profile, chosen here) and return the future PHC string.
+
+    Provisioning hashes the first admin's password while PostgreSQL builds the tenant's schema.
+    """
+    return _BACKGROUND.submit(_hasher().hash, _normalise(password))
 
 
 def verify_password(stored_hash: str | None, password: str) -> bool:

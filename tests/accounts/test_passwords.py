@@ -167,3 +167,14 @@ def test_production_hashes_with_rfc9106_and_refuses_the_test_profile_outside_tes
         with pytest.raises(RuntimeError, match=message):
             create_app({"DATABASE_URL": app.config["DATABASE_URL"], "REDIS_URL": app.config["REDIS_URL"],
                         "SECRET_KEY": "x" * 32, "PASSWORD_HASH_PROFILE": profile})
+
+
+def test_a_hash_started_in_the_background_uses_the_app_profile_and_verifies(app) -> None:
+    """Provisioning hashes the first admin's password beside the schema build: same profile, same normalisation."""
+    from app.accounts import passwords
+
+    with app.app_context():
+        composed = passwords.hash_password_in_background("Cafe\u0301 au lait on the line 7").result(timeout=30)
+        assert composed.startswith("$argon2id$") and f"m={passwords.profiles.CHEAPEST.memory_cost}," in composed
+        assert passwords.verify_password(composed, "Caf\u00e9 au lait on the line 7")  # NFKC, as hash_password
+        assert not passwords.verify_password(composed, "Cafe au lait on the line 7")
