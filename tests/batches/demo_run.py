@@ -66,21 +66,27 @@ def good_value(doc: Any, phase: Any, capture: Any, lots: dict[str, str]) -> tupl
 
 
 def execute_demo_steps(tenant: TenantRef, people: dict[str, DemoPerson], password: str, batch_id: int,
-                       lots: dict[str, str]) -> list[StepExecution]:
-    """Execute every step of the demo batch (operator records and signs, the second operator verifies)."""
+                       lots: dict[str, str], *, stop_on_equipment: int | None = None) -> list[StepExecution]:
+    """Execute every step of the demo batch (operator records and signs, the second operator verifies).
+
+    With `stop_on_equipment`, stop as soon as a step has started on that equipment: it is the last step returned,
+    left running (the sensor feed's test posts readings into it).
+    """
     operator, verifier = people["operator"], people["operator2"]
     with tenant_transaction(tenant) as s:
         steps = s.scalars(select(StepExecution).where(StepExecution.batch_id == batch_id)
                           .order_by(StepExecution.seq)).all()
         control = services.control_recipe_of(s, s.get(Batch, batch_id))
         doc = services.control_document(control)
-    for step in steps:
+    for index, step in enumerate(steps):
         phase = doc.phase_map()[step.phase_key]
         with tenant_transaction(tenant, actor=operator.actor) as s:
             if not step.mandatory:
                 execution.skip_step(s, batch_id=batch_id, step_id=step.id, reason="not needed in this run")
                 continue
-            execution.start_step(s, batch_id=batch_id, step_id=step.id)
+            started = execution.start_step(s, batch_id=batch_id, step_id=step.id)
+            if stop_on_equipment is not None and started.equipment_id == stop_on_equipment:
+                return list(steps[:index + 1])
         for capture in phase.captures:
             raw, upload = good_value(doc, phase, capture, lots)
             with tenant_transaction(tenant, actor=operator.actor) as s:
@@ -96,4 +102,6 @@ def execute_demo_steps(tenant: TenantRef, people: dict[str, DemoPerson], passwor
                                     identification_required=True)
         with tenant_transaction(tenant, actor=operator.actor) as s:
             execution.complete_step(s, batch_id=batch_id, step_id=step.id)
+    if stop_on_equipment is not None:
+        raise AssertionError(f"no step of the demo batch runs on equipment {stop_on_equipment}")
     return list(steps)

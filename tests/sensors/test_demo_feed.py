@@ -8,56 +8,17 @@ import time
 
 from sqlalchemy import select
 
-from app.batches import execution, services
 from app.batches.demo import create_demo_people, seed_demo
-from app.batches.models import Batch, StepExecution
+from app.batches.models import Batch
 from app.core.tenancy import tenant_transaction
 from app.plant.models import Equipment, Sensor
 from app.recipes.models import RecipeVersion
 from app.sensors.cli import simulate
 from app.sensors.models import SensorEpisode
 from app.sensors.simulate import seed_demo_bioreactor
-from tests.batches.conftest import key
-from tests.batches.demo_run import good_value
+from tests.batches.demo_run import execute_demo_steps
 from tests.sensors.conftest import settle
 from tests.support import serve
-
-
-def _run_to_the_first_bioreactor_step(ref, batch_id: int, reactor: int, people, password: str) -> int:
-    """Execute the demo batch as an operator until a step runs on the bioreactor; return that step's id."""
-    operator, verifier = people["operator"], people["operator2"]
-    with tenant_transaction(ref) as session:
-        steps = session.scalars(select(StepExecution).where(StepExecution.batch_id == batch_id)
-                                .order_by(StepExecution.seq)).all()
-        control = services.control_recipe_of(session, session.get(Batch, batch_id))
-        doc = services.control_document(control)
-        version = session.get(RecipeVersion, session.get(Batch, batch_id).recipe_version_id)
-        lots = {m["code"]: f"{m['code']}-L001" for m in version.document["materials"]}
-    for step in steps:
-        phase = doc.phase_map()[step.phase_key]
-        with tenant_transaction(ref, actor=operator.actor) as session:
-            if not step.mandatory:
-                execution.skip_step(session, batch_id=batch_id, step_id=step.id, reason="not needed in this run")
-                continue
-            started = execution.start_step(session, batch_id=batch_id, step_id=step.id)
-            if started.equipment_id == reactor:
-                return step.id
-        for capture in phase.captures:
-            raw, upload = good_value(doc, phase, capture, lots)
-            with tenant_transaction(ref, actor=operator.actor) as session:
-                execution.record_entry(session, batch_id=batch_id, step_id=step.id, capture_key=capture.key,
-                                       raw=raw, idempotency_key=key(), control_recipe_hash=control.content_hash,
-                                       upload=upload, acknowledgement="within the ranges of this run")
-        for requirement in phase.signatures:
-            who = verifier if requirement.independent else operator
-            with tenant_transaction(ref, actor=who.actor) as session:
-                signer = services.member_signer(ref, user_id=who.user_id, actor=who.actor, email=who.email)
-                execution.sign_step(session, batch_id=batch_id, step_id=step.id, meaning=requirement.meaning,
-                                    password=password, signer=signer, identification=who.email,
-                                    identification_required=True)
-        with tenant_transaction(ref, actor=operator.actor) as session:
-            execution.complete_step(session, batch_id=batch_id, step_id=step.id)
-    raise AssertionError("the demo batch runs no step on BR-101")
 
 
 def test_the_demo_batch_feed_raises_one_episode_on_the_running_step(app, make_tenant) -> None:
@@ -68,7 +29,10 @@ def test_the_demo_batch_feed_raises_one_episode_on_the_running_step(app, make_te
         seed_demo_bioreactor(session)
         reactor = session.scalar(select(Equipment.id).where(Equipment.tag == "BR-101"))
         temperature = session.scalar(select(Sensor.id).where(Sensor.tag == "TT-101"))
-    step_id = _run_to_the_first_bioreactor_step(tenant.ref, batch_id, reactor, people, password)
+        version = session.get(RecipeVersion, session.get(Batch, batch_id).recipe_version_id)
+        lots = {m["code"]: f"{m['code']}-L001" for m in version.document["materials"]}
+    # The operator runs the batch until a step starts on the bioreactor; the feed lands in that step.
+    step_id = execute_demo_steps(tenant.ref, people, password, batch_id, lots, stop_on_equipment=reactor)[-1].id
 
     # The in-control history (the baseline) then a 1-sigma step on TT-101 a little after it, for all 6 sensors.
     backfill, shift_at = 1100, 1110
