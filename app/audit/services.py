@@ -89,8 +89,7 @@ def record_many(session: Session, entries: Sequence[dict[str, Any]], *, actor: A
         return []
     # One statement with the rows as one JSON parameter: a thousand events cost one round trip and no client-side
     # rendering of a thousand-row VALUES list. Old and new values are reduced to plain JSON in that one pass, as
-    # `_plain` would. The trigger numbers rows in the order they are inserted (the ORDER BY), so the sorted seqs
-    # map back to `entries`.
+    # `_plain` would. `audit_append` chains the rows in the order given, so the sorted seqs map back to `entries`.
     return sorted(session.scalars(RECORD_MANY_SQL, {"rows": plain_json_text(rows)}))
 
 
@@ -102,18 +101,8 @@ def plain_json_text(values: Any) -> str:
                         option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME).decode()
 
 
-RECORD_MANY_SQL = text("""
-INSERT INTO audit_events (actor_member_id, actor_label, action, record_type, record_id, old_values, new_values,
-                          reason, request_id, client_addr)
-SELECT actor_member_id, actor_label, action, record_type, record_id, old_values, new_values, reason, request_id,
-       client_addr
-FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (
-  actor_member_id bigint, actor_label varchar(300), action varchar(40), record_type varchar(60),
-  record_id varchar(100), old_values jsonb, new_values jsonb, reason text, request_id varchar(64),
-  client_addr varchar(64))) WITH ORDINALITY AS r
-ORDER BY r.ordinality
-RETURNING seq
-""")
+#: The batch path of the chain (see APPEND_SQL in app/audit/models.py).
+RECORD_MANY_SQL = text("SELECT * FROM audit_append(CAST(:rows AS jsonb))")
 
 
 def refuse_deletion(session: Session, *, record_type: str, record_id: Any, reason: str) -> AuditEvent:

@@ -98,6 +98,9 @@ def apply_tenant_grants(conn: Connection, ref: TenantRef) -> None:
     conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}"))
     profiles = {t.name: t.info.get("privileges", "read_write") for t in TenantBase.metadata.tables.values()}
     profiles["alembic_version"] = "read_only"
+    # A table may narrow INSERT to some columns (the audit trail: the chain's own columns are the database's).
+    insert_columns = {t.name: t.info["insert_columns"] for t in TenantBase.metadata.tables.values()
+                      if "insert_columns" in t.info}
     # Partitions get nothing: the tenant reaches their rows through the partitioned parent, whose privileges
     # PostgreSQL checks, so a partition made later (by a SECURITY DEFINER function) needs no grant of its own.
     tables = conn.execute(
@@ -107,6 +110,9 @@ def apply_tenant_grants(conn: Connection, ref: TenantRef) -> None:
     ).scalars()
     for table in tables:
         privileges = TENANT_PRIVILEGES[profiles.get(table, "read_write")]
+        if table in insert_columns:
+            columns = ", ".join(quote_ident(c) for c in insert_columns[table])
+            privileges = privileges.replace("INSERT", f"INSERT ({columns})")
         conn.execute(text(f"GRANT {privileges} ON {schema}.{quote_ident(table)} TO {role}"))
     conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"))
 
@@ -124,7 +130,9 @@ def build_tenant_schema(conn: Connection, ref: TenantRef, *, migrations_dir: str
     cfg = alembic_config("tenant", directory=migrations_dir)
     head = head_revision(cfg)
     conn.execute(text(f"CREATE SCHEMA {schema}"))
-    conn.execute(text(f"SET LOCAL search_path TO {schema}, public"))
+    # pg_temp last: a SECURITY DEFINER function made here pins this path (`SET search_path FROM CURRENT`), and
+    # a caller's temporary table must never stand in for one of the schema's.
+    conn.execute(text(f"SET LOCAL search_path TO {schema}, public, pg_temp"))
     # Schema-less tables land in the first schema of the search_path. (No schema_translate_map here:
     # `Connection.execution_options` changes the caller's connection in place.)
     TenantBase.metadata.create_all(conn, checkfirst=False)
@@ -149,7 +157,7 @@ def _upgrade(cfg: Config, target: str) -> None:
 def migrate_tenant_schema(conn: Connection, ref: TenantRef, *, migrations_dir: str = "",
                           target: str = "head") -> str:
     """Run the tenant tree's migrations on one schema inside the caller's transaction; return the revision."""
-    conn.execute(text(f"SET LOCAL search_path TO {quote_ident(ref.schema)}, public"))
+    conn.execute(text(f"SET LOCAL search_path TO {quote_ident(ref.schema)}, public, pg_temp"))
     cfg = alembic_config("tenant", directory=migrations_dir, connection=conn, schema=ref.schema)
     _upgrade(cfg, target)
     apply_tenant_grants(conn, ref)

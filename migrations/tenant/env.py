@@ -16,7 +16,8 @@ schema = config.attributes.get("schema")
 if connection is None:
     raise SystemExit("run migrations with 'batchline db upgrade' or 'batchline tenants upgrade'")
 if schema and schema != "public":
-    connection.execute(text(f'SET LOCAL search_path TO "{schema}", public'))
+    # pg_temp last, as when a schema is built at head: SECURITY DEFINER functions pin this path (FROM CURRENT).
+    connection.execute(text(f'SET LOCAL search_path TO "{schema}", public, pg_temp'))
 
 context.configure(
     connection=connection,

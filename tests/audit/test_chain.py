@@ -69,15 +69,67 @@ def test_trigger_refuses_update_delete_truncate_even_for_the_owner(db, make_tena
             conn.execute(text(statement))
 
 
-def test_forged_hash_or_sequence_on_insert_is_overwritten_by_the_database(make_tenant) -> None:
+def test_the_tenant_role_cannot_write_the_chains_own_columns(make_tenant) -> None:
+    """Seq, time and hashes are the database's: naming one is refused; an insert of the content gets them."""
     tenant = make_tenant()
     _seed(tenant, 1)
+    for column, value in (("seq", "99"), ("hash", "'f00'"), ("prev_hash", "'bar'"), ("occurred_at", "'2000-01-01'")):
+        with pytest.raises(ProgrammingError, match="permission denied"), tenant_transaction(tenant.ref) as session:
+            session.execute(text(f"INSERT INTO audit_events (actor_label, action, record_type, record_id, {column}) "
+                                 f"VALUES ('x', 'create', 'lot', '1', {value})"))
     with tenant_transaction(tenant.ref) as session:
-        session.execute(text("INSERT INTO audit_events (seq, actor_label, action, record_type, record_id, hash, "
-                             "prev_hash, occurred_at) VALUES (99, 'x', 'create', 'lot', '1', 'f00', 'bar', "
-                             "'2000-01-01')"))
+        session.execute(text("INSERT INTO audit_events (actor_label, action, record_type, record_id) "
+                             "VALUES ('x', 'create', 'lot', '1')"))
         row = session.execute(text("SELECT seq, hash, occurred_at FROM audit_events ORDER BY seq DESC")).first()
-        assert row.seq == 2 and row.hash != "f00" and row.occurred_at.year > 2000
+        assert row.seq == 2 and len(row.hash) == 64 and row.occurred_at.year > 2000
+        assert verify_chain(session).ok
+
+
+def _batch(n: int, tag: str) -> list[dict]:
+    return [{"action": "create", "record_type": "lot", "record_id": f"{tag}-{i}", "new": {"n": i}} for i in range(n)]
+
+
+def test_batches_and_single_events_continue_one_chain_in_and_across_transactions(make_tenant) -> None:
+    """`audit_append` (record_many) and the row trigger (record) hand the head to each other in any order."""
+    tenant = make_tenant()
+    _seed(tenant, 1)
+    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+        assert record_many(session, _batch(3, "a")) == [2, 3, 4]
+        assert record(session, action="create", record_type="lot", record_id="b").seq == 5
+        assert record_many(session, _batch(2, "c")) == [6, 7]
+        assert record_many(session, []) == []
+        assert session.scalars(text("SELECT * FROM audit_append('[]')")).all() == []  # moves nothing
+    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+        assert record_many(session, _batch(2, "d")) == [8, 9]
+        assert record(session, action="create", record_type="lot", record_id="e").seq == 10
+    with tenant_transaction(tenant.ref) as session:
+        assert session.execute(text("SELECT seq, hash FROM audit_head")).one() == session.execute(
+            text("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")).one()
+        report = verify_chain(session)
+        assert report.ok and report.events == 10
+
+
+def test_a_batch_rolled_back_to_a_savepoint_leaves_no_gap(make_tenant) -> None:
+    tenant = make_tenant()
+    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+        record_many(session, _batch(2, "a"))
+        with pytest.raises(RuntimeError), session.begin_nested():
+            record_many(session, _batch(3, "b"))
+            raise RuntimeError("undo the batch")
+        assert record_many(session, _batch(2, "c")) == [3, 4]
+    with tenant_transaction(tenant.ref) as session:
+        assert verify_chain(session).ok
+
+
+def test_a_temporary_table_of_the_caller_cannot_stand_in_for_the_chain_head(make_tenant) -> None:
+    """`audit_append` runs as the schema's owner with its search_path pinned, pg_temp last."""
+    tenant = make_tenant()
+    _seed(tenant, 2)
+    with tenant_transaction(tenant.ref, actor=ALICE) as session:
+        session.execute(text("CREATE TEMP TABLE audit_head (id int, seq bigint, hash text) ON COMMIT DROP"))
+        session.execute(text("INSERT INTO audit_head VALUES (1, 500, repeat('f', 64))"))
+        assert record_many(session, _batch(2, "a")) == [3, 4]
+    with tenant_transaction(tenant.ref) as session:
         assert verify_chain(session).ok
 
 

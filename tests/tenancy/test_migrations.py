@@ -49,6 +49,9 @@ CATALOG_QUERIES = {
     "privileges": """
         SELECT table_name, privilege_type FROM information_schema.role_table_grants
         WHERE table_schema = :s AND grantee = :r""",
+    "column_privileges": """
+        SELECT table_name, column_name, privilege_type FROM information_schema.column_privileges
+        WHERE table_schema = :s AND grantee = :r""",
 }
 
 

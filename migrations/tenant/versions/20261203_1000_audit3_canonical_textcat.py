@@ -1,7 +1,11 @@
-"""Audit: the canonical text of an event joined with `||` on text instead of concat().
+"""Audit: a batch of events is chained in one call (`audit_append`); the canonical text is joined with `||`.
 
-concat() looks up every argument's output function on each call; `||` on text values does not. The text, and so
-every hash, is unchanged: existing chains verify as before.
+`audit_append(rows jsonb)` (SECURITY DEFINER) computes the canonical texts of a batch in one query, the hashes in
+one loop and inserts the rows chained; the row trigger now fires only for rows that arrive without a hash, and
+the tenant role's INSERT is narrowed to the content columns (granted by `apply_tenant_grants` after every
+migration), so only the chain ever writes seq, time and hashes. concat() looked up every argument's output
+function on each call; `||` on text does not. The text, and so every hash, is unchanged: existing chains verify
+as before.
 
 Revision ID: audit3
 Revises: rbe2
@@ -106,11 +110,89 @@ $$
 """
 
 
+APPEND_SQL = r"""
+CREATE FUNCTION audit_append(rows jsonb) RETURNS SETOF bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+  head text := current_setting('batchline.audit_head', true);
+  prev_seq bigint;
+  prev_hash text;
+  canonicals text[];
+  hashes text[];
+  h text;
+  at_text text := to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+BEGIN
+  IF head IS NULL OR head = '' THEN
+    SELECT a.seq, a.hash INTO prev_seq, prev_hash FROM audit_head a WHERE a.id = 1 FOR UPDATE;
+  ELSE
+    prev_seq := split_part(head, ':', 1)::bigint;
+    prev_hash := split_part(head, ':', 2);
+  END IF;
+  SELECT array_agg(CASE WHEN octet_length(to_json((r.actor_label || r.action || r.record_type || r.record_id || coalesce(r.reason, '') || coalesce(r.request_id, '') || coalesce(r.client_addr, '')))::text)
+           <> octet_length((r.actor_label || r.action || r.record_type || r.record_id || coalesce(r.reason, '') || coalesce(r.request_id, '') || coalesce(r.client_addr, ''))) + 2
+  THEN jsonb_build_object(
+    'seq', r.seq,
+    'occurred_at', at_text,
+    'actor_member_id', r.actor_member_id,
+    'actor_label', r.actor_label,
+    'action', r.action,
+    'record_type', r.record_type,
+    'record_id', r.record_id,
+    'old', r.old_values,
+    'new', r.new_values,
+    'reason', r.reason,
+    'request_id', r.request_id,
+    'client_addr', r.client_addr
+  )::text
+  ELSE '{"new": ' || coalesce(r.new_values::text, 'null')
+    || ', "old": ' || coalesce(r.old_values::text, 'null')
+    || ', "seq": ' || r.seq::text
+    || ', "action": "' || r.action
+    || '", "reason": ' || coalesce('"' || r.reason || '"', 'null')
+    || ', "record_id": "' || r.record_id
+    || '", "request_id": ' || coalesce('"' || r.request_id || '"', 'null')
+    || ', "actor_label": "' || r.actor_label
+    || '", "client_addr": ' || coalesce('"' || r.client_addr || '"', 'null')
+    || ', "occurred_at": "' || at_text
+    || '", "record_type": "' || r.record_type
+    || '", "actor_member_id": ' || coalesce(r.actor_member_id::text, 'null') || '}'
+  END ORDER BY r.seq)
+    INTO canonicals FROM (SELECT prev_seq + j.n AS seq, now() AS occurred_at, j.actor_member_id, j.actor_label, j.action, j.record_type, j.record_id, j.old_values, j.new_values, j.reason, j.request_id, j.client_addr FROM ROWS FROM (jsonb_to_recordset(rows) AS (actor_member_id bigint, actor_label varchar(300), action varchar(40), record_type varchar(60), record_id varchar(100), old_values jsonb, new_values jsonb, reason text, request_id varchar(64), client_addr varchar(64))) WITH ORDINALITY AS j(actor_member_id, actor_label, action, record_type, record_id, old_values, new_values, reason, request_id, client_addr, n)) r;
+  IF canonicals IS NULL THEN
+    RETURN;
+  END IF;
+  hashes := array_fill(NULL::text, ARRAY[cardinality(canonicals)]);
+  h := prev_hash;
+  FOR i IN 1 .. cardinality(canonicals) LOOP
+    h := encode(sha256(convert_to(h || canonicals[i], 'UTF8')), 'hex');
+    hashes[i] := h;
+  END LOOP;
+  -- The head moves first: the statement trigger audit_save_head writes it back once the rows are in.
+  PERFORM set_config('batchline.audit_head', (prev_seq + cardinality(hashes)) || ':' || h, true);
+  RETURN QUERY INSERT INTO audit_events (seq, occurred_at, actor_member_id, actor_label, action, record_type, record_id, old_values, new_values, reason, request_id, client_addr, prev_hash, hash)
+    SELECT r.seq, r.occurred_at, r.actor_member_id, r.actor_label, r.action, r.record_type, r.record_id, r.old_values, r.new_values, r.reason, r.request_id, r.client_addr,
+           coalesce(hashes[r.seq - prev_seq - 1], prev_hash), hashes[r.seq - prev_seq]
+    FROM (SELECT prev_seq + j.n AS seq, now() AS occurred_at, j.actor_member_id, j.actor_label, j.action, j.record_type, j.record_id, j.old_values, j.new_values, j.reason, j.request_id, j.client_addr FROM ROWS FROM (jsonb_to_recordset(rows) AS (actor_member_id bigint, actor_label varchar(300), action varchar(40), record_type varchar(60), record_id varchar(100), old_values jsonb, new_values jsonb, reason text, request_id varchar(64), client_addr varchar(64))) WITH ORDINALITY AS j(actor_member_id, actor_label, action, record_type, record_id, old_values, new_values, reason, request_id, client_addr, n)) r ORDER BY r.seq
+    RETURNING seq;
+END
+$$
+"""
+
+TRIGGER_SQL = ("CREATE TRIGGER audit_events_chain BEFORE INSERT ON audit_events FOR EACH ROW {when}"
+               "EXECUTE FUNCTION audit_chain()")
+
+
 def upgrade() -> None:
     op.execute(CANONICAL_SQL.format(text=CANONICAL_TEXT.format(row="e")))
     op.execute(CHAIN_SQL.format(text=CANONICAL_TEXT.format(row="NEW")))
+    op.execute(APPEND_SQL)
+    op.execute("DROP TRIGGER audit_events_chain ON audit_events")
+    op.execute(TRIGGER_SQL.format(when="WHEN (NEW.hash = '') "))
 
 
 def downgrade() -> None:
     op.execute(CANONICAL_SQL.format(text=CONCAT_CANONICAL_TEXT.format(row="e")))
     op.execute(CHAIN_SQL.format(text=CONCAT_CANONICAL_TEXT.format(row="NEW")))
+    op.execute("DROP FUNCTION audit_append(jsonb)")
+    op.execute("DROP TRIGGER audit_events_chain ON audit_events")
+    op.execute(TRIGGER_SQL.format(when=""))
