@@ -165,6 +165,7 @@ def test_tampering_is_caught_at_the_first_broken_sequence(db, make_tenant, state
 
 
 def test_eight_concurrent_writers_in_one_tenant_produce_a_valid_chain(app, make_tenant) -> None:
+    """Writers of single events (the row trigger) and of batches (`audit_append`) queue on one head."""
     tenant, other = make_tenant(), make_tenant()
     errors: list[BaseException] = []
 
@@ -173,7 +174,11 @@ def test_eight_concurrent_writers_in_one_tenant_produce_a_valid_chain(app, make_
             with app.app_context():
                 for j in range(25):
                     with tenant_transaction(target.ref) as session:
-                        record(session, action="create", record_type="entry", record_id=f"{i}-{j}", new={"v": j})
+                        if i % 2:
+                            record_many(session, _batch(2, f"{i}-{j}"))
+                        else:
+                            record(session, action="create", record_type="entry", record_id=f"{i}-{j}",
+                                   new={"v": j})
         except BaseException as exc:  # collected and re-raised in the test thread
             errors.append(exc)
 
@@ -186,7 +191,7 @@ def test_eight_concurrent_writers_in_one_tenant_produce_a_valid_chain(app, make_
     assert not errors, errors
     with tenant_transaction(tenant.ref) as session:
         report = verify_chain(session)
-    assert report.ok and report.events == 200 and report.head_seq == 200
+    assert report.ok and report.events == 300 and report.head_seq == 300  # 4 x 25 single events, 4 x 25 pairs
 
 
 def test_many_events_in_one_transaction_keep_one_chain(make_tenant) -> None:
@@ -313,3 +318,13 @@ def test_chains_written_before_and_after_the_cheaper_canonical_text_verify_as_on
         finally:
             session.close()
             trans.rollback()  # roles and schemas are transactional: nothing is left behind
+
+
+def test_another_tenant_cannot_append_to_a_tenants_chain(make_tenant) -> None:
+    """`audit_append` runs as the schema's owner: only the schema's own tenant may reach it."""
+    tenant, other = make_tenant(), make_tenant()
+    with pytest.raises(ProgrammingError, match="permission denied"), tenant_transaction(other.ref) as session:
+        session.execute(text(f'SELECT * FROM "{tenant.ref.schema}".audit_append(\'[{{"actor_label": "x", '
+                             f'"action": "create", "record_type": "lot", "record_id": "1"}}]\')'))
+    with tenant_transaction(tenant.ref) as session:
+        assert session.execute(text("SELECT count(*) FROM audit_events")).scalar_one() == 0
