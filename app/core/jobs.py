@@ -35,7 +35,7 @@ from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 from sqlalchemy import Identity, Index, String, Text, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Session, configure_mappers, mapped_column
 
 from app.core.db import CreatedAt, Database, PublicBase, TenantBase
 from app.core.tenancy import TenantRef, after_commit, control_session, tenant_transaction
@@ -370,6 +370,8 @@ def import_job_modules() -> list[str]:
 
     A worker resolves a job's function by path on its first job: without this, the first job of each worker
     (and, forking, of each work horse) imports its area's job and analysis modules under the job's clock.
+    The ORM mappers are configured here too: SQLAlchemy does it on the first query, and for our seventy
+    models that is tens of milliseconds of the first job's time.
     """
     import app
 
@@ -378,6 +380,7 @@ def import_job_modules() -> list[str]:
         if importlib.util.find_spec(f"app.{area}.jobs") is not None:
             importlib.import_module(f"app.{area}.jobs")
             names.append(f"app.{area}.jobs")
+    configure_mappers()
     return names
 
 
