@@ -6,6 +6,7 @@ lives in `app.sensors.analysis`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -136,9 +137,13 @@ _BINARY_FIELDS = (("sensor", ">i8"), ("ts", ">i8"), ("value", ">f8"), ("quality"
                   ("batch", ">i8"), ("step", ">i8"))
 
 
+_LOADED_COLUMNS = ("sensor_ids", "stamps", "values", "qualities", "batch_ids", "step_ids")
+
+
 @dataclass
 class Loaded:
-    """Readings of one payload ready to store: accepted, of known sensors, attached to batch steps (numpy columns)."""
+    """Readings of one payload ready to store: accepted, of known sensors, attached to batch steps (numpy columns),
+    kept in sensor then time order."""
 
     sensor_ids: np.ndarray
     stamps: np.ndarray  # datetime64[us], UTC
@@ -146,6 +151,14 @@ class Loaded:
     qualities: np.ndarray
     batch_ids: np.ndarray  # -1: none
     step_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        # A payload comes instant by instant, every sensor in turn: COPYed so, each reading lands on another
+        # sensor's page of the primary key's index. Sensor by sensor, each sensor's readings go to one index page
+        # after the other, and the analysis takes them in this order (`by_sensor` only slices).
+        order = np.lexsort((self.stamps, self.sensor_ids))
+        for name in _LOADED_COLUMNS:
+            setattr(self, name, getattr(self, name)[order])
 
     def __len__(self) -> int:
         return int(self.sensor_ids.size)
@@ -184,14 +197,13 @@ class Loaded:
         """Split the rows per sensor, each in time order, as the analysis takes them."""
         from app.sensors.analysis import Readings  # analysis imports this module: import at call time
 
-        order = np.lexsort((self.stamps, self.sensor_ids))
-        ids = self.sensor_ids[order]
-        bounds = np.flatnonzero(np.diff(ids)) + 1
+        bounds = [0, *(np.flatnonzero(np.diff(self.sensor_ids)) + 1).tolist(), len(self)]
         result = {}
-        for chunk in np.split(order, bounds):
-            result[int(self.sensor_ids[chunk[0]])] = Readings(self.stamps[chunk], self.values[chunk],
-                                                              self.qualities[chunk].astype(np.int8),
-                                                              self.batch_ids[chunk], self.step_ids[chunk])
+        for start, end in itertools.pairwise(bounds):
+            if start < end:
+                result[int(self.sensor_ids[start])] = Readings(self.stamps[start:end], self.values[start:end],
+                                                               self.qualities[start:end].astype(np.int8),
+                                                               self.batch_ids[start:end], self.step_ids[start:end])
         return result
 
 
