@@ -677,8 +677,14 @@ def stuck_check(values: np.ndarray, *, n: int = 10, epsilon: float = 0.0) -> Det
     data = _as_1d(values)
     spread = np.full(data.size, np.nan)
     if data.size >= n:
-        windows = sliding_window_view(data, n)
-        spread[n - 1 :] = windows.max(axis=1) - windows.min(axis=1)
+        # Running max and min as n - 1 elementwise passes over shifted views: the same numbers (NaN included)
+        # as reducing each window of a sliding view, about ten times faster for the usual n.
+        m = data.size - n + 1
+        high, low = data[:m].copy(), data[:m].copy()
+        for k in range(1, n):
+            np.maximum(high, data[k : k + m], out=high)
+            np.minimum(low, data[k : k + m], out=low)
+        spread[n - 1 :] = high - low
     with np.errstate(invalid="ignore"):
         alarm = spread <= epsilon
     return Detection(RuleSpec("health.stuck", "health", {"n": n, "epsilon": epsilon}), alarm, spread)
