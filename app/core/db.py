@@ -125,9 +125,9 @@ class Database:
         # pings with an empty query: one round trip per checkout, which is why a request checks out few).
         # prepare_threshold: psycopg prepares a statement on a connection once it ran that many times there, so
         # the hot statements of a request skip parsing and planning in the server.
-        # use_lifo: the connection returned last is handed out next. A job or request that holds its tenant
-        # connection while it opens a control-plane one (usage metering) returns two: first-in-first-out would
-        # alternate its next transactions between both backends, each with its own cold caches and prepared
+        # use_lifo: the connection returned last is handed out next. An ingest job holds its tenant connection
+        # while it meters usage in a control-plane session, so it returns two: first-in-first-out alternated the
+        # worker's next jobs between both backends, each with its own cold caches and half the prepared
         # statements; last-in-first-out keeps reusing the warm one (and lets spare ones idle).
         prepared = {"prepare_threshold": config.get("DB_PREPARE_THRESHOLD", 5)}
         self.owner_engine = create_engine(owner, pool_pre_ping=True, pool_size=5, max_overflow=20)
