@@ -2,7 +2,8 @@
 
 Prints bench.audit_write_ratio_vs_plain (events/s written in batches of 500 through `record_many` into the
 hash-chained trail, divided by rows/s of the same rows, also sent as one JSON parameter per batch, inserted by one
-plain INSERT into an unchained table of the same shape, measured in the same run; target >= 0.6), bench.audit_write_events_per_s, bench.audit_verify_events_per_s and bench.audit_verify_1m_s
+plain INSERT into an unchained table of the same shape, measured in the same run; target >= 0.6),
+bench.audit_write_events_per_s, bench.audit_verify_events_per_s and bench.audit_verify_1m_s
 (`verify_chain` over 1,000,000 events; target < 10 s). BENCH_AUDIT_EVENTS overrides the 1,000,000.
 """
 
