@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from app import esign
 from app.audit.models import GENESIS_HASH
-from app.audit.services import current_actor, plain_json_text, record, record_many
+from app.audit.services import current_actor, plain_json_text, record_many
 from app.batches import execution
 from app.batches.models import (
     Batch,
@@ -50,7 +50,6 @@ from app.batches.services import (
     release_content,
 )
 from app.core.errors import Conflict
-from app.core.validation import db_now
 from app.materials.models import Lot, LotMovement
 from app.recipes.document import (
     IncompatibleUnitsError,
@@ -121,7 +120,8 @@ class Context:
     steps: list[StepExecution]
     entries: list[StepEntry]
     current: list[StepEntry]
-    exceptions: list[BatchException]
+    #: The batch's exceptions before this run, in id order (the columns the run reads, not ORM objects).
+    exceptions: list[ExceptionRow]
     #: The batch's sensor episodes, once the episode check has loaded them (the fingerprint reuses them).
     episodes: list[Any] | None = None
     #: The exceptions this run raised, in id order.
@@ -152,16 +152,41 @@ def check(code: str, label: str) -> Callable[[Check], Check]:
     return register
 
 
-def _load(session: Session, batch: Batch, rules: RuleSet) -> Context:
+@dataclass(frozen=True)
+class ExceptionRow:
+    """What a run reads of an exception of the batch (to dedupe, collect and count it): a thousand of them cost
+    a fraction of loading ORM objects with their evidence, and the run raises them without loading them back."""
+
+    id: int
+    type: str
+    severity: str
+    entry_id: int | None
+    dedupe_key: str | None
+    raised_by_label: str
+    #: The evidence's `criticality` (all `criticality_of` reads of the evidence).
+    criticality: Any
+
+    @property
+    def evidence(self) -> dict[str, Any]:
+        """What `criticality_of` reads of the evidence."""
+        return {"criticality": self.criticality}
+
+
+EXCEPTION_ROWS = select(BatchException.id, BatchException.type, BatchException.severity, BatchException.entry_id,
+                        BatchException.dedupe_key, BatchException.raised_by_label,
+                        BatchException.evidence["criticality"]).order_by(BatchException.id)
+
+
+def _load(session: Session, batch: Batch, rules: RuleSet, now: datetime) -> Context:
     control = session.scalar(select(ControlRecipe).where(ControlRecipe.batch_id == batch.id))
     doc = control_document(control) if control is not None else None
     steps = list(session.scalars(select(StepExecution).where(StepExecution.batch_id == batch.id)
                                  .order_by(StepExecution.seq)))
     entries = list(session.scalars(select(StepEntry).where(StepEntry.batch_id == batch.id).order_by(StepEntry.id)))
     superseded = {e.supersedes_id for e in entries if e.supersedes_id is not None}
-    exceptions = list(session.scalars(select(BatchException).where(BatchException.batch_id == batch.id)
-                                      .order_by(BatchException.id)))
-    return Context(session=session, batch=batch, rules=rules, now=db_now(session),
+    exceptions = [ExceptionRow(*row) for row in session.execute(
+        EXCEPTION_ROWS.where(BatchException.batch_id == batch.id))]
+    return Context(session=session, batch=batch, rules=rules, now=now,
                    final=batch.status in ("completed", "in_review", "released", "rejected"), control=control,
                    doc=doc, steps=steps, entries=entries, current=[e for e in entries if e.id not in superseded],
                    exceptions=exceptions)
@@ -682,16 +707,20 @@ def _sensor_coverage(ctx: Context) -> CheckOutcome:
     scan = sensor_scan(ctx, windows, sensors)
     findings: list[Finding] = []
     covered = unmonitored = 0
+    # Sensors by (equipment, quantity kind) and their thresholds, once: hundreds of windows look them up.
+    by_kind: dict[tuple[int, str], list[Any]] = defaultdict(list)
+    for sensor in sensors:
+        by_kind[sensor.equipment_id, sensor.quantity_kind.strip().lower()].append(sensor)
+    thresholds = {s.id: ctx.rules.gap_threshold_s(float(s.sampling_period_s)) for s in sensors}
     for window in windows:
         step = window["step"]
-        matching = [s for s in sensors if s.equipment_id == window["equipment_id"]
-                    and s.quantity_kind.strip().lower() == window["kind"].lower()]
+        matching = by_kind.get((window["equipment_id"], window["kind"].lower()))
         if not matching:
             unmonitored += 1
             continue
         for sensor in matching:
             covered += 1
-            threshold = ctx.rules.gap_threshold_s(float(sensor.sampling_period_s))
+            threshold = thresholds[sensor.id]
             data = scan.get(sensor.id) or {"gaps": [], "first": None, "last": None}
             start, end = window["start"], window["end"]
             holes = []
@@ -775,22 +804,27 @@ def _sensor_episodes(ctx: Context) -> CheckOutcome:
         Sensor.id.in_({e.sensor_id for e in episodes if e.sensor_id} or {-1}))).all())
     steps = ctx.step_by_id()
     findings = []
-    for ep in episodes:
-        kind = episode_type(ep.kind, ep.rule)
-        where = tags.get(ep.sensor_id, f"equipment #{ep.equipment_id}")
-        step = steps.get(ep.step_id) if ep.step_id else None
+    # A thousand episodes: each row unpacked once into locals (a named attribute of a row costs as much as
+    # building the finding), dates written as the audit trail writes them (ISO) here rather than one callback
+    # each when the rows are sent.
+    for (ep_id, sensor_id, equipment_id, ep_kind, rule, spec, severity, start_ts, end_ts, peak_ts, peak_value,
+         peak_deviation, n_alarms, is_open, _batch_id, step_id) in episodes:
+        where = tags.get(sensor_id, f"equipment #{equipment_id}")
+        step = steps.get(step_id) if step_id else None
+        start = start_ts.isoformat()
+        end = end_ts.isoformat()
         # "YYYY-MM-DD HH:MM:SS" and "HH:MM:SS" cut from isoformat: strftime costs twice as much, a thousand times.
         findings.append(Finding(
-            kind, f"{where}: {ep.rule} episode from {ep.start_ts.isoformat(' ')[:19]} to "
-            f"{ep.end_ts.isoformat()[11:19]} UTC"
-            f" ({ep.n_alarms} alarmed readings, peak {ep.peak_value if ep.peak_value is not None else 'no value'})"
+            episode_type(ep_kind, rule), f"{where}: {rule} episode from {start[:10]} {start[11:19]} to "
+            f"{end[11:19]} UTC ({n_alarms} alarmed readings, peak "
+            f"{peak_value if peak_value is not None else 'no value'})"
             + (f" during step {step.phase_name}" if step else ""),
-            f"episode:{ep.id}",
-            {"episode_id": ep.id, "sensor_id": ep.sensor_id, "sensor": where, "equipment_id": ep.equipment_id,
-             "kind": ep.kind, "rule": ep.rule, "episode_severity": ep.severity, "start_ts": ep.start_ts,
-             "end_ts": ep.end_ts, "peak_ts": ep.peak_ts, "peak_value": ep.peak_value,
-             "peak_deviation": ep.peak_deviation, "n_alarms": ep.n_alarms, "open": ep.is_open, "spec": ep.spec},
-            step_id=ep.step_id if step else None))
+            f"episode:{ep_id}",
+            {"episode_id": ep_id, "sensor_id": sensor_id, "sensor": where, "equipment_id": equipment_id,
+             "kind": ep_kind, "rule": rule, "episode_severity": severity, "start_ts": start, "end_ts": end,
+             "peak_ts": peak_ts.isoformat(), "peak_value": peak_value, "peak_deviation": peak_deviation,
+             "n_alarms": n_alarms, "open": is_open, "spec": spec},
+            step_id=step_id if step else None))
     return CheckOutcome("sensor_episodes", "", not findings, f"{len(episodes)} sensor episodes in the batch",
                         findings, {"episodes": len(episodes)})
 
@@ -808,26 +842,26 @@ def _engine_exceptions(ctx: Context) -> CheckOutcome:
                         exception_ids=[e.id for e in floor])
 
 
-AUDIT_RANGE_SQL = text("""
-SELECT
-  (SELECT min(seq) FROM audit_events WHERE record_type = 'batch' AND record_id = :batch) AS lo,
-  (SELECT max(seq) FROM audit_events) AS hi,
-  (SELECT seq FROM audit_head WHERE id = 1) AS head_seq,
-  (SELECT hash FROM audit_head WHERE id = 1) AS head_hash
-""")
-
-AUDIT_LINKS_SQL = text("""
-SELECT seq FROM (
-  SELECT seq, prev_hash, lag(hash) OVER w AS lag_hash, lag(seq) OVER w AS lag_seq
-  FROM audit_events WHERE seq >= :lo - 1 AND seq <= :hi WINDOW w AS (ORDER BY seq)) chain
-WHERE seq >= :lo AND (seq <> coalesce(lag_seq, :lo - 1) + 1
-                      OR prev_hash <> coalesce(lag_hash, CASE WHEN :lo = 1 THEN :genesis END))
-ORDER BY seq LIMIT 1
-""")
-
-AUDIT_CONTENT_SQL = text("""
-SELECT min(seq + 0), count(*) FROM audit_events e
-WHERE seq >= :lo AND seq <= :hi AND hash <> encode(sha256(convert_to(prev_hash || audit_canonical(e), 'UTF8')), 'hex')
+#: The batch's stretch of the tenant's audit chain (from its first event to the end), verified in one statement:
+#: its bounds, the chain head, the first broken link or sequence number, the first event that does not match its
+#: hash. The bounds are read once and the three checks take them from `bounds` (each an index range scan on seq).
+AUDIT_CHECK_SQL = text("""
+WITH bounds AS MATERIALIZED (
+  SELECT (SELECT min(seq) FROM audit_events WHERE record_type = 'batch' AND record_id = :batch) AS lo,
+         (SELECT max(seq) FROM audit_events) AS hi
+)
+SELECT b.lo, b.hi, h.seq AS head_seq, h.hash AS head_hash,
+  (SELECT hash FROM audit_events WHERE seq = b.hi) AS hi_hash,
+  (SELECT seq FROM (
+     SELECT seq, prev_hash, lag(hash) OVER w AS lag_hash, lag(seq) OVER w AS lag_seq
+     FROM audit_events WHERE seq >= b.lo - 1 AND seq <= b.hi WINDOW w AS (ORDER BY seq)) chain
+   WHERE seq >= b.lo AND (seq <> coalesce(lag_seq, b.lo - 1) + 1
+                          OR prev_hash <> coalesce(lag_hash, CASE WHEN b.lo = 1 THEN :genesis END))
+   ORDER BY seq LIMIT 1) AS broken,
+  (SELECT min(seq + 0) FROM audit_events e
+   WHERE seq >= b.lo AND seq <= b.hi
+     AND hash <> encode(sha256(convert_to(prev_hash || audit_canonical(e), 'UTF8')), 'hex')) AS altered
+FROM bounds b LEFT JOIN audit_head h ON h.id = 1
 """)
 
 
@@ -836,21 +870,18 @@ def _audit_chain(ctx: Context) -> CheckOutcome:
     session = ctx.session
     # The batch's own records are written inside this run too: flush so the range covers them.
     session.flush()
-    bounds = session.execute(AUDIT_RANGE_SQL, {"batch": str(ctx.batch.id)}).one()
-    if bounds.lo is None:
+    found = session.execute(AUDIT_CHECK_SQL, {"batch": str(ctx.batch.id), "genesis": GENESIS_HASH}).one()
+    if found.lo is None:
         return CheckOutcome("audit_chain", "", False, "the audit trail holds no event of this batch", [
             Finding("audit_chain_broken", "the audit trail holds no creation event of this batch", "rbe:audit:none")])
-    lo, hi = int(bounds.lo), int(bounds.hi)
-    broken = session.execute(AUDIT_LINKS_SQL, {"lo": lo, "hi": hi, "genesis": GENESIS_HASH}).scalar()
-    altered = session.execute(AUDIT_CONTENT_SQL, {"lo": lo, "hi": hi}).first()
+    lo, hi = int(found.lo), int(found.hi)
     problems = []
-    if broken is not None:
-        problems.append((int(broken), "the chain link or sequence breaks before this event"))
-    if altered is not None and altered[0] is not None:
-        problems.append((int(altered[0]), "an event does not match its hash (edited after it was written)"))
-    if (bounds.head_seq, bounds.head_hash) != (hi, session.execute(
-            text("SELECT hash FROM audit_events WHERE seq = :s"), {"s": hi}).scalar()):
-        problems.append((hi + 1, f"the chain head says seq {bounds.head_seq}; the trail ends at {hi}"))
+    if found.broken is not None:
+        problems.append((int(found.broken), "the chain link or sequence breaks before this event"))
+    if found.altered is not None:
+        problems.append((int(found.altered), "an event does not match its hash (edited after it was written)"))
+    if (found.head_seq, found.head_hash) != (hi, found.hi_hash):
+        problems.append((hi + 1, f"the chain head says seq {found.head_seq}; the trail ends at {hi}"))
     findings = [Finding("audit_chain_broken", f"audit trail broken at seq {seq}: {why}", f"rbe:audit:{seq}",
                         {"seq": seq, "problem": why, "range": [lo, hi]}) for seq, why in sorted(problems)[:1]]
     return CheckOutcome("audit_chain", "", not findings,
@@ -887,29 +918,15 @@ RETURNING id
 """)
 
 
-@dataclass(frozen=True)
-class RaisedException:
-    """What a run needs of an exception it has just raised (to count it), without loading it back."""
-
-    id: int
-    type: str
-    severity: str
-    criticality: Any
-    entry_id: int | None
-
-    @property
-    def evidence(self) -> dict[str, Any]:
-        """What `criticality_of` reads of the evidence."""
-        return {"criticality": self.criticality}
-
-
-def _raise(ctx: Context, outcomes: list[CheckOutcome], *, run_id: int) -> list[int]:
-    """Raise every finding not raised before (in bulk: a batch may carry a thousand sensor episodes)."""
+def _raise(ctx: Context, outcomes: list[CheckOutcome], *, run_id: int) -> list[dict[str, Any]]:
+    """Raise every finding not raised before (in bulk: a batch may carry a thousand sensor episodes); return their
+    audit entries, which the run writes with its own (one statement for all of them)."""
     session, batch = ctx.session, ctx.batch
     existing = {e.dedupe_key: e.id for e in ctx.exceptions if e.dedupe_key}
     known = set(existing)
     actor = current_actor(session)
-    label = f"{RBE_LABEL} (run #{run_id})"
+    label = f"{RBE_LABEL} (run #{run_id})"[:300]
+    severities: dict[tuple[str, str | None], str] = {}  # a few kinds of finding, many findings
     rows, owners = [], []
     for outcome in outcomes:
         for item in outcome.findings:
@@ -921,12 +938,14 @@ def _raise(ctx: Context, outcomes: list[CheckOutcome], *, run_id: int) -> list[i
                 outcome.pending.append(item.message)
                 continue
             known.add(item.dedupe_key)
-            _, severity, _, _ = ctx.rules.classify(item.type, criticality=item.criticality)
+            kind = (item.type, item.criticality)
+            if kind not in severities:
+                severities[kind] = ctx.rules.classify(item.type, criticality=item.criticality)[1]
             rows.append({"batch_id": batch.id, "step_execution_id": item.step_id, "entry_id": item.entry_id,
-                         "capture_key": item.capture_key, "type": item.type, "severity": severity,
+                         "capture_key": item.capture_key, "type": item.type, "severity": severities[kind],
                          "message": item.message[:4000], "evidence": item.evidence,
                          "dedupe_key": item.dedupe_key[:120], "raised_by_member_id": actor.member_id,
-                         "raised_by_label": label[:300]})
+                         "raised_by_label": label})
             owners.append(outcome)
     if not rows:
         return []
@@ -936,15 +955,13 @@ def _raise(ctx: Context, outcomes: list[CheckOutcome], *, run_id: int) -> list[i
     ids = sorted(session.scalars(RAISE_SQL, {"rows": plain_json_text(rows)}))
     for exc_id, outcome in zip(ids, owners, strict=True):
         outcome.exception_ids.append(exc_id)
-    ctx.raised = [RaisedException(id=exc_id, type=row["type"], severity=row["severity"],
-                                  criticality=row["evidence"].get("criticality"), entry_id=row["entry_id"])
+    ctx.raised = [ExceptionRow(exc_id, row["type"], row["severity"], row["entry_id"], row["dedupe_key"], label,
+                               row["evidence"].get("criticality"))
                   for exc_id, row in zip(ids, rows, strict=True)]
-    record_many(session, [{"action": "create", "record_type": "batch_exception", "record_id": exc_id,
-                           "new": {"batch": batch.batch_number, "type": row["type"], "severity": row["severity"],
-                                   "message": row["message"], "step_execution_id": row["step_execution_id"],
-                                   "rbe_run_id": run_id}}
-                          for exc_id, row in zip(ids, rows, strict=True)], actor=actor)
-    return ids
+    return [{"action": "create", "record_type": "batch_exception", "record_id": exc_id,
+             "new": {"batch": batch.batch_number, "type": row["type"], "severity": row["severity"],
+                     "message": row["message"], "step_execution_id": row["step_execution_id"], "rbe_run_id": run_id}}
+            for exc_id, row in zip(ids, rows, strict=True)]
 
 
 FINGERPRINT_SQL = text("""
@@ -987,9 +1004,12 @@ def summarise(rules: RuleSet, exceptions: list[Any],
     """Counts of exceptions by severity and by class under a rule set."""
     by_severity = {s: 0 for s in rules_mod.SEVERITIES}
     by_class: dict[str, int] = defaultdict(int)
+    classified: dict[tuple[str, str | None, str], tuple[str, str, bool, int]] = {}  # a few kinds, many exceptions
     for exc in exceptions:
-        code, severity, _, _ = rules.classify(exc.type, criticality=criticality_of(exc, entries),
-                                              raised_severity=exc.severity)
+        key = (exc.type, criticality_of(exc, entries), exc.severity)
+        if key not in classified:
+            classified[key] = rules.classify(key[0], criticality=key[1], raised_severity=key[2])
+        code, severity, _, _ = classified[key]
         by_severity[severity] += 1
         by_class[code] += 1
     return {"total": len(exceptions), "by_severity": by_severity, "by_class": dict(sorted(by_class.items()))}
@@ -1010,6 +1030,10 @@ def statement_of(batch: Batch, rules: RuleSet, outcomes: list[CheckOutcome], cou
                    f"{sev['minor']} minor) in {', '.join(counts['by_class'])}.")
 
 
+#: The run's clock (the transaction's time: what every check compares with) and id, in one round trip.
+RUN_START_SQL = text("SELECT now(), nextval(pg_get_serial_sequence('rbe_runs', 'id'))")
+
+
 def run_rbe(session: Session, *, batch_id: int, trigger: str = "on_demand",
             rule_set: RuleSet | None = None) -> RbeRun:
     """Run every check over a batch, raise what they find, and record the run (final once the batch completed)."""
@@ -1022,14 +1046,15 @@ def run_rbe(session: Session, *, batch_id: int, trigger: str = "on_demand",
                        + ("release it to the floor first" if batch.status == "planned"
                           else "its review is closed; the release record stands"))
     rules = rule_set or current_rule_set(session)
-    ctx = _load(session, batch, rules)
-    run_id = session.execute(text("SELECT nextval(pg_get_serial_sequence('rbe_runs', 'id'))")).scalar_one()
+    now, run_id = session.execute(RUN_START_SQL).one()
+    ctx = _load(session, batch, rules, now)
     outcomes = []
     for code, label, fn in CHECKS:
         outcome = fn(ctx)
         outcome.code, outcome.label = code, label
         outcomes.append(outcome)
-    new_ids = _raise(ctx, outcomes, run_id=run_id)
+    events = _raise(ctx, outcomes, run_id=run_id)
+    new_ids = [e.id for e in ctx.raised]
     # The batch is locked: its exceptions are those loaded and those just raised (with greater ids).
     exceptions: list[Any] = [*ctx.exceptions, *ctx.raised]
     counts = summarise(rules, exceptions, {e.id: e for e in ctx.entries})
@@ -1038,10 +1063,9 @@ def run_rbe(session: Session, *, batch_id: int, trigger: str = "on_demand",
     if final and batch.status == "completed":
         old = batch.status
         batch.status, batch.status_changed_at = "in_review", ctx.now
-        session.flush()
-        record(session, action="status_change", record_type="batch", record_id=batch.id, old={"status": old},
-               new={"status": "in_review", "rbe_run_id": run_id},
-               reason=f"review by exception: checks ran on the completed record (RBE run #{run_id})")
+        events.append({"action": "status_change", "record_type": "batch", "record_id": batch.id,
+                       "old": {"status": old}, "new": {"status": "in_review", "rbe_run_id": run_id},
+                       "reason": f"review by exception: checks ran on the completed record (RBE run #{run_id})"})
         add_event(session, batch, "in_review", from_status=old, to_status="in_review",
                   reason="review by exception started", details={"rbe_run_id": run_id})
     run = RbeRun(id=run_id, batch_id=batch.id, trigger=trigger, batch_status=batch.status, final=final,
@@ -1051,13 +1075,16 @@ def run_rbe(session: Session, *, batch_id: int, trigger: str = "on_demand",
                  statement=statement_of(batch, rules, outcomes, counts, final),
                  record_fingerprint=record_fingerprint(session, batch, ctx.episodes), started_at=ctx.now,
                  duration_ms=0, member_id=actor.member_id, actor_label=actor.label[:300])
-    run.duration_ms = int((time.perf_counter() - clock) * 1000)
     session.add(run)
+    events.append({"action": "create", "record_type": "rbe_run", "record_id": run_id,
+                   "new": {"batch": batch.batch_number, "trigger": trigger, "final": final, "rule_set": rules.version,
+                           "checks": {o.code: o.passed for o in outcomes}, "exceptions": counts["total"],
+                           "new_exceptions": len(new_ids), "fingerprint": run.record_fingerprint}})
+    run.duration_ms = int((time.perf_counter() - clock) * 1000)
     session.flush()
-    record(session, action="create", record_type="rbe_run", record_id=run.id,
-           new={"batch": batch.batch_number, "trigger": trigger, "final": final, "rule_set": rules.version,
-                "checks": {o.code: o.passed for o in outcomes}, "exceptions": counts["total"],
-                "new_exceptions": len(new_ids), "fingerprint": run.record_fingerprint})
+    # The audit events of the run, in the order they always had (the exceptions raised, the batch's move to
+    # review, the run itself), in one statement.
+    record_many(session, events, actor=actor)
     return run
 
 
