@@ -165,6 +165,51 @@ def test_each_class_yields_exactly_its_exception_with_severity_step_and_evidence
     assert again.counts["by_severity"]["critical"] == 2  # the two overrides stay critical
 
 
+def test_a_run_audits_each_exception_then_the_move_to_review_then_itself(make_review_floor) -> None:
+    """The run writes its audit events in one statement: one per exception raised (in id order, with what was
+    raised), the batch's move to review, the run; a second run under the same rules, reading the exceptions back,
+    counts them exactly as the first counted those it raised."""
+    doc = review_recipe(clearance={"captures": [{"kind": "checkbox", "key": "room_clear", "label": "Room clear"}]},
+                        charge={"signatures": [{"meaning": "performed"}]},
+                        sample={"timing": {"expected_duration": "PT15M", "min_duration": "PT1H"},
+                                "depends_on": ["bolus"]})
+    floor = make_review_floor(doc, reactor_status="dirty")
+    batch_id = _each_class_batch(floor)
+    run = floor.rbe(batch_id)
+    assert run.new_exception_ids
+    with floor.tx() as s:
+        number = floor.batch(batch_id).batch_number
+        raised = {r.id: r for r in s.execute(text(
+            "SELECT id, type, severity, message, step_execution_id FROM batch_exceptions WHERE id = ANY(:ids)"),
+            {"ids": run.new_exception_ids})}
+        events = list(s.execute(text(
+            "SELECT seq, action, record_type, record_id, old_values, new_values, reason, actor_label FROM audit_events "
+            "WHERE seq >= (SELECT min(seq) FROM audit_events WHERE record_type = 'batch_exception' "
+            "AND record_id = :first) ORDER BY seq"), {"first": str(run.new_exception_ids[0])}))
+    assert [e.seq for e in events] == list(range(events[0].seq, events[0].seq + len(events)))
+    creates = events[:len(run.new_exception_ids)]
+    assert [int(e.record_id) for e in creates] == sorted(run.new_exception_ids)
+    for event in creates:
+        exc = raised[int(event.record_id)]
+        assert (event.action, event.record_type, event.old_values) == ("create", "batch_exception", None)
+        assert event.new_values == {"batch": number, "type": exc.type, "severity": exc.severity,
+                                    "message": exc.message, "step_execution_id": exc.step_execution_id,
+                                    "rbe_run_id": run.id}
+    move, itself = events[len(creates):]
+    assert (move.action, move.record_type, move.record_id) == ("status_change", "batch", str(batch_id))
+    assert move.old_values == {"status": "completed"}
+    assert move.new_values == {"status": "in_review", "rbe_run_id": run.id}
+    assert move.reason == f"review by exception: checks ran on the completed record (RBE run #{run.id})"
+    assert (itself.action, itself.record_type, itself.record_id) == ("create", "rbe_run", str(run.id))
+    assert itself.new_values["fingerprint"] == run.record_fingerprint
+    assert itself.new_values["exceptions"] == run.counts["total"] == len(run.exception_ids)
+    assert itself.new_values["new_exceptions"] == len(run.new_exception_ids)
+    again = floor.rbe(batch_id, who=floor.qa)
+    assert again.new_exception_ids == [] and again.exception_ids == run.exception_ids
+    assert again.counts == run.counts
+    assert [c["exception_ids"] for c in again.checks] == [c["exception_ids"] for c in run.checks]
+
+
 def test_running_batch_is_checked_without_premature_exceptions(make_review_floor) -> None:
     floor = make_review_floor()
     batch_id = floor.new_batch()

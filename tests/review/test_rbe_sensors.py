@@ -8,7 +8,7 @@ import json
 import time
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from app.plant import services as plant
 from app.review import rules, services
@@ -125,6 +125,14 @@ def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) 
     breach = by_class["sensor_limit_breach"][0]
     assert (breach.severity, breach.phase_key, breach.evidence["rule"]) == ("major", "charge", "limits")
     assert breach.evidence["peak_value"] >= 37.7
+    with floor.tx() as s:  # the episode's times as the audit trail writes dates (ISO), and in the message
+        episode = s.get(SensorEpisode, breach.evidence["episode_id"])
+        message = s.execute(text("SELECT message FROM batch_exceptions WHERE id = :i"), {"i": breach.id}).scalar()
+    assert [breach.evidence[k] for k in ("start_ts", "end_ts", "peak_ts")] == [
+        episode.start_ts.isoformat(), episode.end_ts.isoformat(), episode.peak_ts.isoformat()]
+    assert message == (f"{tag}: limits episode from {episode.start_ts:%Y-%m-%d %H:%M:%S} to "
+                       f"{episode.end_ts:%H:%M:%S} UTC ({episode.n_alarms} alarmed readings, peak "
+                       f"{episode.peak_value}) during step Charge medium"), message
     assert by_class["sensor_excursion"][0].severity == "minor"
     assert by_class["golden_batch_deviation"][0].evidence["kind"] == "multivariate"
     gaps = {r.type: r for r in by_class["sensor_data_gap"]}
