@@ -772,8 +772,10 @@ def episode_type(kind: str, rule: str) -> str:
 
 
 def batch_episodes(session: Session, batch: Batch) -> list[Any]:
-    """Sensor episodes of the batch: linked to it, or on its equipment while it occupied it."""
+    """Sensor episodes of the batch: linked to it, or on its equipment while it occupied it (with the tag of their
+    sensor: one round trip for what the review shows of them)."""
     from app.batches.models import EquipmentUse
+    from app.plant.models import Sensor
     from app.sensors.models import SensorEpisode
 
     uses = session.execute(select(EquipmentUse.equipment_id, EquipmentUse.started_at, EquipmentUse.ended_at)
@@ -787,39 +789,42 @@ def batch_episodes(session: Session, batch: Batch) -> list[Any]:
         condition |= window
     # Plain rows of the columns the review reads, not ORM objects: a batch may carry a thousand episodes.
     columns = [getattr(SensorEpisode, name) for name in EPISODE_COLUMNS]
-    return list(session.execute(select(*columns).where(condition).order_by(SensorEpisode.id)))
+    return list(session.execute(select(*columns, Sensor.tag.label("sensor_tag"))
+                                .outerjoin(Sensor, Sensor.id == SensorEpisode.sensor_id)
+                                .where(condition).order_by(SensorEpisode.id)))
 
 
-#: The columns of an episode the review reads (attributes of the rows `batch_episodes` returns).
+#: The columns of an episode the review reads (attributes of the rows `batch_episodes` returns, then the tag of
+#: its sensor as `sensor_tag`).
 EPISODE_COLUMNS = ("id", "sensor_id", "equipment_id", "kind", "rule", "spec", "severity", "start_ts", "end_ts",
                    "peak_ts", "peak_value", "peak_deviation", "n_alarms", "is_open", "batch_id", "step_id")
 
 
 @check("sensor_episodes", "Sensor exception episodes of the batch collected")
 def _sensor_episodes(ctx: Context) -> CheckOutcome:
-    from app.plant.models import Sensor
-
     episodes = ctx.episodes = batch_episodes(ctx.session, ctx.batch)
-    tags = dict(ctx.session.execute(select(Sensor.id, Sensor.tag).where(
-        Sensor.id.in_({e.sensor_id for e in episodes if e.sensor_id} or {-1}))).all())
     steps = ctx.step_by_id()
+    # An episode raised by an earlier run is collected again (the run lists it) but not raised again, so its
+    # evidence (stored when it was raised) is not built again.
+    raised = {e.dedupe_key for e in ctx.exceptions}
     findings = []
     # A thousand episodes: each row unpacked once into locals (a named attribute of a row costs as much as
     # building the finding), dates written as the audit trail writes them (ISO) here rather than one callback
     # each when the rows are sent.
     for (ep_id, sensor_id, equipment_id, ep_kind, rule, spec, severity, start_ts, end_ts, peak_ts, peak_value,
-         peak_deviation, n_alarms, is_open, _batch_id, step_id) in episodes:
-        where = tags.get(sensor_id, f"equipment #{equipment_id}")
+         peak_deviation, n_alarms, is_open, _batch_id, step_id, tag) in episodes:
+        where = tag if tag is not None else f"equipment #{equipment_id}"
         step = steps.get(step_id) if step_id else None
         start = start_ts.isoformat()
         end = end_ts.isoformat()
+        key = f"episode:{ep_id}"
         # "YYYY-MM-DD HH:MM:SS" and "HH:MM:SS" cut from isoformat: strftime costs twice as much, a thousand times.
         findings.append(Finding(
             episode_type(ep_kind, rule), f"{where}: {rule} episode from {start[:10]} {start[11:19]} to "
             f"{end[11:19]} UTC ({n_alarms} alarmed readings, peak "
             f"{peak_value if peak_value is not None else 'no value'})"
             + (f" during step {step.phase_name}" if step else ""),
-            f"episode:{ep_id}",
+            key, {} if key in raised else
             {"episode_id": ep_id, "sensor_id": sensor_id, "sensor": where, "equipment_id": equipment_id,
              "kind": ep_kind, "rule": rule, "episode_severity": severity, "start_ts": start, "end_ts": end,
              "peak_ts": peak_ts.isoformat(), "peak_value": peak_value, "peak_deviation": peak_deviation,
@@ -929,9 +934,11 @@ def _raise(ctx: Context, outcomes: list[CheckOutcome], *, run_id: int) -> list[d
     severities: dict[tuple[str, str | None], str] = {}  # a few kinds of finding, many findings
     rows, owners = [], []
     for outcome in outcomes:
+        listed = set(outcome.exception_ids)  # a thousand findings of one check: no scan of the list for each
         for item in outcome.findings:
             if item.dedupe_key in known:
-                if item.dedupe_key in existing and existing[item.dedupe_key] not in outcome.exception_ids:
+                if item.dedupe_key in existing and existing[item.dedupe_key] not in listed:
+                    listed.add(existing[item.dedupe_key])
                     outcome.exception_ids.append(existing[item.dedupe_key])
                 continue
             if item.final_only and not ctx.final:
