@@ -1082,16 +1082,16 @@ def run_rbe(session: Session, *, batch_id: int, trigger: str = "on_demand",
                  statement=statement_of(batch, rules, outcomes, counts, final),
                  record_fingerprint=record_fingerprint(session, batch, ctx.episodes), started_at=ctx.now,
                  duration_ms=0, member_id=actor.member_id, actor_label=actor.label[:300])
-    session.add(run)
     events.append({"action": "create", "record_type": "rbe_run", "record_id": run_id,
                    "new": {"batch": batch.batch_number, "trigger": trigger, "final": final, "rule_set": rules.version,
                            "checks": {o.code: o.passed for o in outcomes}, "exceptions": counts["total"],
                            "new_exceptions": len(new_ids), "fingerprint": run.record_fingerprint}})
-    run.duration_ms = int((time.perf_counter() - clock) * 1000)
-    session.flush()
     # The audit events of the run, in the order they always had (the exceptions raised, the batch's move to
-    # review, the run itself), in one statement.
+    # review, the run itself), in one statement; the run's duration covers them.
     record_many(session, events, actor=actor)
+    run.duration_ms = int((time.perf_counter() - clock) * 1000)
+    session.add(run)
+    session.flush()
     return run
 
 
