@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session
 
 from app import esign
@@ -126,6 +126,7 @@ class Context:
     episodes: list[Any] | None = None
     #: The exceptions this run raised, in id order.
     raised: list[Any] = field(default_factory=list)
+    _movements: list[Any] | None = None
 
     @property
     def phases(self) -> dict[str, Phase]:
@@ -135,6 +136,22 @@ class Context:
     def step_by_id(self) -> dict[int, StepExecution]:
         """Steps by id."""
         return {s.id: s for s in self.steps}
+
+    def movement_ids(self) -> set[int]:
+        """The lot movements the batch's entries name."""
+        return {m for e in self.entries for m in (e.movement_ids or [])}
+
+    def movements(self) -> list[Any]:
+        """The lot movements the entries name and those booked to the batch (with their lot), read once for the
+        material and genealogy checks."""
+        if self._movements is None:
+            self._movements = list(self.session.execute(
+                select(LotMovement.id, LotMovement.lot_id, LotMovement.kind, LotMovement.quantity,
+                       LotMovement.batch_number, Lot.lot_number, Lot.status)
+                .join(Lot, Lot.id == LotMovement.lot_id)
+                .where(LotMovement.id.in_(self.movement_ids() or [-1])
+                       | (LotMovement.batch_number == self.batch.batch_number))))
+        return self._movements
 
 
 Check = Callable[[Context], CheckOutcome]
@@ -337,7 +354,7 @@ def _to_unit(value: Decimal, unit: str, target: str) -> Decimal | None:
 
 @check("materials_reconciled", "All materials reconciled (charged vs required, lot ledger vs record)")
 def _materials_reconciled(ctx: Context) -> CheckOutcome:
-    session, batch, doc = ctx.session, ctx.batch, ctx.doc
+    doc = ctx.doc
     findings: list[Finding] = []
     if doc is None:
         return CheckOutcome("materials_reconciled", "", True, "no control recipe: nothing was charged")
@@ -381,14 +398,9 @@ def _materials_reconciled(ctx: Context) -> CheckOutcome:
                     {"material": req.material, "charged": charged, "required": needed, "unit": unit,
                      "tolerance_pct": tolerance, "unconvertible": unconvertible}, step_id=step.id, final_only=True))
     # The lot ledger must say what the record says: net consumption per lot equals the scans in force.
-    movement_ids = {m for e in ctx.entries for m in (e.movement_ids or [])}
-    movements = list(session.execute(
-        select(LotMovement.id, LotMovement.lot_id, LotMovement.kind, LotMovement.quantity, Lot.lot_number)
-        .join(Lot, Lot.id == LotMovement.lot_id)
-        .where((LotMovement.id.in_(movement_ids or [-1]))
-               | ((LotMovement.batch_number == batch.batch_number) & (LotMovement.kind == "consume")))))
+    movement_ids = ctx.movement_ids()
     ledger: dict[str, Decimal] = defaultdict(Decimal)
-    for movement in movements:
+    for movement in ctx.movements():
         if movement.id in movement_ids:
             ledger[movement.lot_number] -= movement.quantity
     recorded: dict[str, Decimal] = defaultdict(Decimal)
@@ -409,13 +421,10 @@ def _materials_reconciled(ctx: Context) -> CheckOutcome:
 
 @check("genealogy_complete", "Genealogy complete (every input traced to a lot, outputs recorded)")
 def _genealogy_complete(ctx: Context) -> CheckOutcome:
-    session, batch = ctx.session, ctx.batch
+    batch = ctx.batch
     findings: list[Finding] = []
-    movement_ids = {m for e in ctx.entries for m in (e.movement_ids or [])}
-    rows = session.execute(
-        select(LotMovement.id, LotMovement.kind, LotMovement.quantity, Lot.lot_number, Lot.status)
-        .join(Lot, Lot.id == LotMovement.lot_id)
-        .where(LotMovement.batch_number == batch.batch_number)).all()
+    movement_ids = ctx.movement_ids()
+    rows = [m for m in ctx.movements() if m.batch_number == batch.batch_number]
     consumed = [r for r in rows if r.kind == "consume"]
     produced = [r for r in rows if r.kind == "produce"]
     for row in consumed:
@@ -778,15 +787,11 @@ def batch_episodes(session: Session, batch: Batch) -> list[Any]:
     from app.plant.models import Sensor
     from app.sensors.models import SensorEpisode
 
-    uses = session.execute(select(EquipmentUse.equipment_id, EquipmentUse.started_at, EquipmentUse.ended_at)
-                           .where(EquipmentUse.batch_id == batch.id)).all()
-    condition = SensorEpisode.batch_id == batch.id
-    for use in uses:
-        window = (SensorEpisode.batch_id.is_(None)) & (SensorEpisode.equipment_id == use.equipment_id) \
-            & (SensorEpisode.start_ts >= use.started_at)
-        if use.ended_at is not None:
-            window &= SensorEpisode.start_ts < use.ended_at
-        condition |= window
+    # Episodes of no batch on the batch's equipment while it used it, in the same statement.
+    in_use = exists().where(EquipmentUse.batch_id == batch.id, EquipmentUse.equipment_id == SensorEpisode.equipment_id,
+                            SensorEpisode.start_ts >= EquipmentUse.started_at,
+                            EquipmentUse.ended_at.is_(None) | (SensorEpisode.start_ts < EquipmentUse.ended_at))
+    condition = (SensorEpisode.batch_id == batch.id) | (SensorEpisode.batch_id.is_(None) & in_use)
     # Plain rows of the columns the review reads, not ORM objects: a batch may carry a thousand episodes.
     columns = [getattr(SensorEpisode, name) for name in EPISODE_COLUMNS]
     return list(session.execute(select(*columns, Sensor.tag.label("sensor_tag"))

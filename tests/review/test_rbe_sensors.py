@@ -103,6 +103,12 @@ def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) 
         s.add_all([_episode(tt_id, floor.reactor_id, "process", "shift", start, end, 37.3),
                    _episode(None, floor.reactor_id, "multivariate", "pca.spe", start, end, 14.2),
                    _episode(tt_id, floor.reactor_id, "health", "health.stuck", start, end, 37.0)])
+        # On the reactor the day before the batch used it: another batch's business, never this one's.
+        before = _episode(tt_id, floor.reactor_id, "process", "nelson_2", start - timedelta(days=1),
+                          end - timedelta(days=1), 37.4)
+        s.add(before)
+        s.flush()
+        before_id = before.id
     floor.start(batch_id, "bolus")
     floor.enter(batch_id, "bolus", "glucose", {"code": f"LOT:{floor.lots['GLC-T']}", "quantity": "0.5", "unit": "L"})
     floor.sign_all(batch_id, "bolus")
@@ -122,6 +128,7 @@ def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) 
         by_class.setdefault(rule_set.class_of(row.type), []).append(row)
     assert set(by_class) == {"sensor_limit_breach", "sensor_excursion", "golden_batch_deviation", "sensor_data_gap",
                              "manual_entry"}, [(r.type, r.evidence.get("rule")) for r in rows]
+    assert before_id not in {r.evidence.get("episode_id") for r in rows}
     breach = by_class["sensor_limit_breach"][0]
     assert (breach.severity, breach.phase_key, breach.evidence["rule"]) == ("major", "charge", "limits")
     assert breach.evidence["peak_value"] >= 37.7
