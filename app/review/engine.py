@@ -24,7 +24,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, select, text
+import orjson
+from sqlalchemy import Text, cast, exists, select, text
 from sqlalchemy.orm import Session
 
 from app import esign
@@ -780,9 +781,10 @@ def episode_type(kind: str, rule: str) -> str:
     return "sensor_excursion"
 
 
-def batch_episodes(session: Session, batch: Batch) -> list[Any]:
+def batch_episodes(session: Session, batch: Batch, *, spec_text: bool = False) -> list[Any]:
     """Sensor episodes of the batch: linked to it, or on its equipment while it occupied it (with the tag of their
-    sensor: one round trip for what the review shows of them)."""
+    sensor: one round trip for what the review shows of them); `spec_text`: each episode's spec as its JSON text
+    (for evidence that passes it on as it is, without decoding a thousand specs to encode them again)."""
     from app.batches.models import EquipmentUse
     from app.plant.models import Sensor
     from app.sensors.models import SensorEpisode
@@ -793,7 +795,8 @@ def batch_episodes(session: Session, batch: Batch) -> list[Any]:
                             EquipmentUse.ended_at.is_(None) | (SensorEpisode.start_ts < EquipmentUse.ended_at))
     condition = (SensorEpisode.batch_id == batch.id) | (SensorEpisode.batch_id.is_(None) & in_use)
     # Plain rows of the columns the review reads, not ORM objects: a batch may carry a thousand episodes.
-    columns = [getattr(SensorEpisode, name) for name in EPISODE_COLUMNS]
+    columns = [cast(SensorEpisode.spec, Text).label("spec") if name == "spec" and spec_text
+               else getattr(SensorEpisode, name) for name in EPISODE_COLUMNS]
     return list(session.execute(select(*columns, Sensor.tag.label("sensor_tag"))
                                 .outerjoin(Sensor, Sensor.id == SensorEpisode.sensor_id)
                                 .where(condition).order_by(SensorEpisode.id)))
@@ -807,7 +810,7 @@ EPISODE_COLUMNS = ("id", "sensor_id", "equipment_id", "kind", "rule", "spec", "s
 
 @check("sensor_episodes", "Sensor exception episodes of the batch collected")
 def _sensor_episodes(ctx: Context) -> CheckOutcome:
-    episodes = ctx.episodes = batch_episodes(ctx.session, ctx.batch)
+    episodes = ctx.episodes = batch_episodes(ctx.session, ctx.batch, spec_text=True)
     steps = ctx.step_by_id()
     # An episode raised by an earlier run is collected again (the run lists it) but not raised again, so its
     # evidence (stored when it was raised) is not built again.
@@ -815,7 +818,8 @@ def _sensor_episodes(ctx: Context) -> CheckOutcome:
     findings = []
     # A thousand episodes: each row unpacked once into locals (a named attribute of a row costs as much as
     # building the finding), dates written as the audit trail writes them (ISO) here rather than one callback
-    # each when the rows are sent.
+    # each when the rows are sent, and the spec passed on as the JSON text it was read as (`plain_json_text`
+    # writes an orjson fragment as it is; the database stores the same jsonb either way).
     for (ep_id, sensor_id, equipment_id, ep_kind, rule, spec, severity, start_ts, end_ts, peak_ts, peak_value,
          peak_deviation, n_alarms, is_open, _batch_id, step_id, tag) in episodes:
         where = tag if tag is not None else f"equipment #{equipment_id}"
@@ -833,7 +837,7 @@ def _sensor_episodes(ctx: Context) -> CheckOutcome:
             {"episode_id": ep_id, "sensor_id": sensor_id, "sensor": where, "equipment_id": equipment_id,
              "kind": ep_kind, "rule": rule, "episode_severity": severity, "start_ts": start, "end_ts": end,
              "peak_ts": peak_ts.isoformat(), "peak_value": peak_value, "peak_deviation": peak_deviation,
-             "n_alarms": n_alarms, "open": is_open, "spec": spec},
+             "n_alarms": n_alarms, "open": is_open, "spec": orjson.Fragment(spec)},
             step_id=step_id if step else None))
     return CheckOutcome("sensor_episodes", "", not findings, f"{len(episodes)} sensor episodes in the batch",
                         findings, {"episodes": len(episodes)})

@@ -137,6 +137,7 @@ def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) 
         message = s.execute(text("SELECT message FROM batch_exceptions WHERE id = :i"), {"i": breach.id}).scalar()
     assert [breach.evidence[k] for k in ("start_ts", "end_ts", "peak_ts")] == [
         episode.start_ts.isoformat(), episode.end_ts.isoformat(), episode.peak_ts.isoformat()]
+    assert breach.evidence["spec"] == episode.spec and isinstance(episode.spec, dict)
     assert message == (f"{tag}: limits episode from {episode.start_ts:%Y-%m-%d %H:%M:%S} to "
                        f"{episode.end_ts:%H:%M:%S} UTC ({episode.n_alarms} alarmed readings, peak "
                        f"{episode.peak_value}) during step Charge medium"), message
