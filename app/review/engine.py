@@ -127,6 +127,7 @@ class Context:
     episodes: list[Any] | None = None
     #: The exceptions this run raised, in id order.
     raised: list[Any] = field(default_factory=list)
+    #: The lot movements of `movements()`, once read.
     _movements: list[Any] | None = None
 
     @property
