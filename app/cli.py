@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from typing import Any
@@ -146,6 +147,9 @@ def worker(burst: bool, mode: str, queues: tuple[str, ...]) -> None:
     names = list(queues or QUEUES)
     cls = worker_class(names, config["WORKER_IN_PROCESS_QUEUES"], mode)
     import_job_modules()  # before the first job, not during it (and inherited by forked work horses)
+    # What is loaded now (modules, mappers, the app) lives as long as the worker: out of the garbage collector's
+    # sight, a full collection inside a job no longer walks it (130-160 ms measured in a worker of this size).
+    gc.freeze()
     # RQ forks its scheduler (and, in fork mode, a horse per job): none of them may share our pooled connections.
     dispose_pools_after_fork(_db())
     # The worker blocks on BRPOP for minutes: no short socket timeout here, unlike the web client.
