@@ -52,8 +52,8 @@ def post_ingest() -> Any:
     body = request.stream.read(limit + 1)
     if len(body) > limit:
         raise ApiError(413, "Payload too large", f"the payload exceeds the limit of {limit} bytes: split it")
-    # The envelope is checked (orjson, once) by `accept_payload`, the readings one by one by the job: a full
-    # schema validation of tens of thousands of readings here would cost more than storing them.
+    # The envelope is checked (one pass, no reading built) by `accept_payload`, the readings one by one by the
+    # job: a full schema validation of tens of thousands of readings here would cost more than storing them.
     try:
         with tenant_transaction(principal.tenant) as session:
             accepted = services.accept_payload(session, body=body, kind=kind, source=_source(principal),

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
+import msgspec
 import numpy as np
-import orjson
 
 from app.core.errors import ValidationError
 
@@ -72,7 +72,7 @@ def check_envelope(body: bytes, kind: str) -> str | None:
     if not body:
         raise PayloadError("the payload is empty")
     if kind == "json":
-        return _json_document(body).get("message_id")
+        return _json_message_id(body)
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -87,11 +87,46 @@ def check_envelope(body: bytes, kind: str) -> str | None:
     return None
 
 
+class _Item(msgspec.Struct):
+    """A reading, as far as the envelope cares: an object (its fields are the job's to judge)."""
+
+
+class _Envelope(msgspec.Struct):
+    readings: list[_Item]
+    message_id: Any = None
+
+
+#: Checks a JSON payload's shape in one pass without building its readings: a quarter of what parsing the
+#: document costs (1.8 ms against 7.5 ms for 1.7 MB), and the web request does this for every payload.
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+#: The job's parser: the same library, so the envelope check and the job accept exactly the same documents.
+_DOCUMENT = msgspec.json.Decoder()
+
+
+def _json_message_id(body: bytes) -> str | None:
+    """Check a JSON payload's envelope (see `_json_document`) and return its message id."""
+    try:
+        envelope = _ENVELOPE.decode(body)
+    except msgspec.DecodeError:  # ValidationError included
+        return _json_document(body).get("message_id")  # raises, saying what is wrong as the job would
+    if not envelope.readings:
+        raise PayloadError('"readings" is empty: send at least one reading')
+    return _message_id(envelope.message_id)
+
+
+def _message_id(message_id: Any) -> str | None:
+    if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 200):
+        raise PayloadError('"message_id" must be a string of 1 to 200 characters')
+    return message_id
+
+
 def _json_document(body: bytes) -> dict[str, Any]:
     """Parse a JSON payload and check its envelope; return the document."""
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        document = _DOCUMENT.decode(body)
+    except msgspec.ValidationError as exc:  # well-formed, but e.g. a number beyond the range of a double
+        raise PayloadError(f"the payload cannot be read: {exc}") from exc
+    except msgspec.DecodeError as exc:
         raise PayloadError(f"the payload is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or not isinstance(document.get("readings"), list):
         raise PayloadError('the payload must be a JSON object with a "readings" list')
@@ -99,9 +134,7 @@ def _json_document(body: bytes) -> dict[str, Any]:
         raise PayloadError('"readings" is empty: send at least one reading')
     if set(map(type, document["readings"])) != {dict}:  # one C-level pass over the items
         raise PayloadError('every item of "readings" must be an object with sensor, ts and value')
-    message_id = document.get("message_id")
-    if message_id is not None and (not isinstance(message_id, str) or not 0 < len(message_id) <= 200):
-        raise PayloadError('"message_id" must be a string of 1 to 200 characters')
+    _message_id(document.get("message_id"))
     return document
 
 

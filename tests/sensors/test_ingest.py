@@ -145,6 +145,11 @@ def test_csv_payload_with_and_without_header(app, make_plant) -> None:
     (b'{"values": []}', "json", '"readings" list'),
     (b'{"readings": []}', "json", "empty"),
     (b'{"readings": [{}], "message_id": 7}', "json", "message_id"),
+    (b'{"readings": [{}], "message_id": ""}', "json", "message_id"),
+    (b'[{"sensor": "TT"}]', "json", '"readings" list'),
+    (b'{"readings": {"sensor": "TT"}}', "json", '"readings" list'),
+    (b'{"readings": [{"sensor": "TT"}, 3]}', "json", "every item"),
+    (b'{"readings": [{"sensor": "TT"}]', "json", "not valid JSON"),
     (b"a,b\n", "csv", "sensor,ts,value"),
     (b"\xff\xfe", "csv", "UTF-8"),
 ])
@@ -154,6 +159,17 @@ def test_a_malformed_envelope_is_refused_and_nothing_is_stored(app, make_plant, 
         _accept(plant, body, kind=kind)
     with tenant_transaction(plant.ref) as session:
         assert session.scalar(select(func.count()).select_from(SensorIngest)) == 0
+
+
+def test_a_number_beyond_double_range_fails_the_ingest_with_the_reason(app, make_plant) -> None:
+    """The envelope check does not read the readings; the job's parser refuses the document and says why, and
+    the payload stays stored."""
+    plant = make_plant()
+    ingest_id = _accept(plant, b'{"readings": [{"sensor": "TT", "ts": "2026-11-02T08:00:00Z", "value": 1e400}]}')
+    burst()
+    doc = _ingest(plant, ingest_id)
+    assert doc["status"] == "failed" and "cannot be read: Number out of range" in doc["failure"]
+    assert _count(plant) == 0
 
 
 def test_a_late_partition_takes_over_readings_parked_in_the_default_partition(app, make_plant, db) -> None:
