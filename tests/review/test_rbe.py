@@ -106,12 +106,16 @@ def _each_class_batch(floor) -> int:
     return batch_id
 
 
+def _each_class_recipe() -> dict:
+    """The recipe `_each_class_batch` runs: a capture, a signature, timing limits and a dependency to break."""
+    return review_recipe(clearance={"captures": [{"kind": "checkbox", "key": "room_clear", "label": "Room clear"}]},
+                         charge={"signatures": [{"meaning": "performed"}]},
+                         sample={"timing": {"expected_duration": "PT15M", "min_duration": "PT1H"},
+                                 "depends_on": ["bolus"]})
+
+
 def test_each_class_yields_exactly_its_exception_with_severity_step_and_evidence(make_review_floor) -> None:
-    doc = review_recipe(clearance={"captures": [{"kind": "checkbox", "key": "room_clear", "label": "Room clear"}]},
-                        charge={"signatures": [{"meaning": "performed"}]},
-                        sample={"timing": {"expected_duration": "PT15M", "min_duration": "PT1H"},
-                                "depends_on": ["bolus"]})
-    floor = make_review_floor(doc, reactor_status="dirty")
+    floor = make_review_floor(_each_class_recipe(), reactor_status="dirty")
     batch_id = _each_class_batch(floor)
     run = floor.rbe(batch_id)
     rows = floor.exception_rows(batch_id)
@@ -169,11 +173,7 @@ def test_a_run_audits_each_exception_then_the_move_to_review_then_itself(make_re
     """The run writes its audit events in one statement: one per exception raised (in id order, with what was
     raised), the batch's move to review, the run; a second run under the same rules, reading the exceptions back,
     counts them exactly as the first counted those it raised."""
-    doc = review_recipe(clearance={"captures": [{"kind": "checkbox", "key": "room_clear", "label": "Room clear"}]},
-                        charge={"signatures": [{"meaning": "performed"}]},
-                        sample={"timing": {"expected_duration": "PT15M", "min_duration": "PT1H"},
-                                "depends_on": ["bolus"]})
-    floor = make_review_floor(doc, reactor_status="dirty")
+    floor = make_review_floor(_each_class_recipe(), reactor_status="dirty")
     batch_id = _each_class_batch(floor)
     run = floor.rbe(batch_id)
     assert run.new_exception_ids
