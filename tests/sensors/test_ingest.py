@@ -172,6 +172,49 @@ def test_a_number_beyond_double_range_fails_the_ingest_with_the_reason(app, make
     assert _count(plant) == 0
 
 
+def test_payloads_are_stored_compressed_and_read_back_exactly_as_received(app, make_plant) -> None:
+    plant = make_plant()
+    body = readings_json(plant.tag("TT"), [37.0 + 0.01 * (i % 7) for i in range(400)])
+    ingest_id = _accept(plant, body)
+    with tenant_transaction(plant.ref) as session:
+        stored, encoding, size = session.execute(text(
+            "SELECT payload, payload_encoding, size_bytes FROM sensor_ingests WHERE id = :i"), {"i": ingest_id}).one()
+        assert encoding == "zstd" and size == len(body) and len(stored) < len(body) // 4
+        assert services.stored_payload(session, ingest_id) == body
+        # Stored out of line as it came: the server does not compress it a second time.
+        assert session.scalar(text("SELECT attstorage FROM pg_attribute WHERE attrelid = 'sensor_ingests'::regclass "
+                                   "AND attname = 'payload'")) == "e"
+    burst()
+    assert _ingest(plant, ingest_id)["readings"]["stored"] == 400
+
+
+def test_a_payload_stored_uncompressed_before_still_processes(app, make_plant) -> None:
+    """Rows stored before payloads were compressed have encoding `identity`: the job reads them as they are."""
+    plant = make_plant()
+    body = readings_json(plant.tag("TT"), [37.0] * 20)
+    with tenant_transaction(plant.ref) as session:
+        ingest_id = session.scalar(text(
+            "INSERT INTO sensor_ingests (source, content_type, payload, size_bytes, status) "
+            "VALUES ('client:old', 'json', :p, :n, 'queued') RETURNING id"), {"p": body, "n": len(body)})
+        assert session.get(SensorIngest, ingest_id).payload_encoding == "identity"
+        services.process_ingest(session, ingest_id=ingest_id)
+    assert _ingest(plant, ingest_id)["readings"]["stored"] == 20
+
+
+def test_a_damaged_stored_payload_fails_the_ingest_and_says_so(app, make_plant) -> None:
+    plant = make_plant()
+    frame = bytearray(services.compress_payload(readings_json(plant.tag("TT"), [37.0] * 20)))
+    frame[len(frame) // 2] ^= 0xFF  # one flipped byte: the frame's checksum no longer matches
+    with tenant_transaction(plant.ref) as session:
+        ingest_id = session.scalar(text(
+            "INSERT INTO sensor_ingests (source, content_type, payload, payload_encoding, size_bytes, status) "
+            "VALUES ('client:disk', 'json', :p, 'zstd', 999, 'queued') RETURNING id"), {"p": bytes(frame)})
+        services.process_ingest(session, ingest_id=ingest_id)
+    doc = _ingest(plant, ingest_id)
+    assert doc["status"] == "failed" and "stored payload is damaged" in doc["failure"]
+    assert _count(plant) == 0
+
+
 def test_a_late_partition_takes_over_readings_parked_in_the_default_partition(app, make_plant, db) -> None:
     plant = make_plant()
     # Readings of a month with no partition (inserted directly, as a failed partition job would leave them).

@@ -49,6 +49,10 @@ CATALOG_QUERIES = {
     "privileges": """
         SELECT table_name, privilege_type FROM information_schema.role_table_grants
         WHERE table_schema = :s AND grantee = :r""",
+    "storage": """
+        SELECT c.relname, a.attname, a.attstorage, a.attcompression FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace ns ON ns.oid = c.relnamespace
+        WHERE ns.nspname = :s AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped""",
     "column_privileges": """
         SELECT table_name, column_name, privilege_type FROM information_schema.column_privileges
         WHERE table_schema = :s AND grantee = :r""",
