@@ -578,8 +578,8 @@ def scan_readings(session: Session, *, sensor_ids: list[int], batch_id: int, lo:
         "batch": batch_id})
 
 
-#: The coverage buckets (kept by a trigger as readings arrive) of the sensors, for the batch's readings and those of
-#: no batch, that overlap the scanned range.
+#: The coverage buckets (added by the loader as it stores readings) of the sensors, for the batch's readings and those
+#: of no batch, that overlap the scanned range.
 BUCKETS_SQL = text("""
 SELECT sensor_id, bucket_start, bucket_start + make_interval(secs => bucket_s) AS bucket_end, bucket_s, n, bad,
        manual, first_ts, last_ts, first_good, last_good, slots

@@ -11,9 +11,10 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 import psycopg
 import zstandard
 from sqlalchemy import func, select, text
@@ -29,7 +30,15 @@ from app.core.tenancy import control_session
 from app.plant.models import Sensor
 from app.sensors import detection
 from app.sensors.batch_link import RunningStep, running_steps
-from app.sensors.models import PcaModel, SensorAnalysisState, SensorIngest, SensorReading
+from app.sensors.models import (
+    BUCKET_COLUMNS,
+    BUCKET_SECONDS,
+    BUCKET_SLOTS,
+    PcaModel,
+    SensorAnalysisState,
+    SensorIngest,
+    SensorReading,
+)
 from app.sensors.multivariate import fit_pca_monitor
 from app.sensors.payloads import ParsedReadings, PayloadError, check_envelope, parse_readings
 
@@ -218,15 +227,25 @@ class Loaded:
         return result
 
 
-def copy_readings(session: Session, rows: bytes, n_rows: int) -> tuple[int, int]:
-    """Load readings (a binary COPY buffer) and return (stored, duplicates); one already stored is not stored again.
+class Copied(NamedTuple):
+    """What `copy_readings` stored: how many readings, how many were duplicates, and (only when some were) the
+    readings stored as rows of (sensor_id, ts, value, quality, batch_id)."""
+
+    stored: int
+    duplicates: int
+    rows: list[Any] | None = None
+
+
+def copy_readings(session: Session, rows: bytes, n_rows: int) -> Copied:
+    """Load readings (a binary COPY buffer); one already stored is not stored again.
 
     The fast path COPYs straight into `sensor_readings` inside a savepoint. If any reading is already there
     (a payload processed twice, a gateway resending), the unique key refuses the whole COPY, the savepoint
     rolls back, and the slow path COPYs into a temporary table and inserts with ON CONFLICT DO NOTHING.
+    Coverage buckets are the caller's (`add_buckets`).
     """
     if n_rows == 0:
-        return 0, 0
+        return Copied(0, 0)
     session.flush()
     raw = session.connection().connection.driver_connection
     with raw.cursor() as cur:
@@ -238,7 +257,7 @@ def copy_readings(session: Session, rows: bytes, n_rows: int) -> tuple[int, int]
             cur.execute("ROLLBACK TO SAVEPOINT sensor_readings_copy")
         else:
             cur.execute("RELEASE SAVEPOINT sensor_readings_copy")
-            return n_rows, 0
+            return Copied(n_rows, 0)
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS sensor_readings_staging "
                     "(LIKE sensor_readings INCLUDING DEFAULTS) ON COMMIT DROP")
         cur.execute("TRUNCATE sensor_readings_staging")
@@ -246,9 +265,80 @@ def copy_readings(session: Session, rows: bytes, n_rows: int) -> tuple[int, int]
             copy.write(rows)
         cur.execute(f"INSERT INTO sensor_readings ({COPY_COLUMNS}) "  # noqa: S608 (constant column list)
                     f"SELECT DISTINCT ON (sensor_id, ts) {COPY_COLUMNS} FROM sensor_readings_staging "
-                    "ORDER BY sensor_id, ts ON CONFLICT (sensor_id, ts) DO NOTHING")
-        stored = cur.rowcount
-    return stored, n_rows - stored
+                    "ORDER BY sensor_id, ts ON CONFLICT (sensor_id, ts) DO NOTHING "
+                    "RETURNING sensor_id, ts, value, quality, batch_id")
+        stored = cur.fetchall()
+    return Copied(len(stored), n_rows - len(stored), stored)
+
+
+_BUCKET_US = BUCKET_SECONDS * 1_000_000
+_NO_TIME = np.iinfo(np.int64).max
+
+
+def bucket_rows(sensor_ids: np.ndarray, stamps: np.ndarray, values: np.ndarray, qualities: np.ndarray,
+                batch_ids: np.ndarray, manual: np.ndarray) -> list[dict[str, Any]]:
+    """Fold stored readings (numpy columns, any order; NaN value: NULL, batch -1: none, `manual` per reading)
+    into coverage bucket rows, exactly as `BUCKET_ROWS_SQL` folds them from the table.
+
+    Integer microseconds throughout: a reading's slice of its minute is floor(offset * slots / width), which
+    the SQL computes in floating point on the same exact values.
+    """
+    if not sensor_ids.size:
+        return []
+    us = (stamps.astype("datetime64[us]") - _PG_EPOCH).astype(np.int64)
+    bucket = us // _BUCKET_US
+    batch_key = np.where(batch_ids >= 0, batch_ids, 0)
+    order = np.lexsort((bucket, batch_key, sensor_ids))
+    sensor_ids, batch_key, bucket, us = sensor_ids[order], batch_key[order], bucket[order], us[order]
+    good = (qualities[order] < 2) & ~np.isnan(values[order])
+    change = (sensor_ids[1:] != sensor_ids[:-1]) | (batch_key[1:] != batch_key[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+    n = np.diff(np.append(starts, us.size))
+    slot = ((us - bucket * _BUCKET_US) * BUCKET_SLOTS) // _BUCKET_US
+    bits = np.where(good, np.left_shift(np.uint64(1), slot.astype(np.uint64)), np.uint64(0))
+    first_good = np.minimum.reduceat(np.where(good, us, _NO_TIME), starts)
+    columns = {
+        "sensor_id": sensor_ids[starts], "batch_key": batch_key[starts], "bucket_start": bucket[starts] * _BUCKET_US,
+        "n": n, "bad": n - np.add.reduceat(good.astype(np.int64), starts),
+        "manual": np.logical_or.reduceat(manual[order], starts),
+        "first_ts": np.minimum.reduceat(us, starts), "last_ts": np.maximum.reduceat(us, starts),
+        "first_good": first_good, "last_good": np.maximum.reduceat(np.where(good, us, -_NO_TIME), starts),
+        "slots": np.bitwise_or.reduceat(bits, starts).view(np.int64),
+    }
+    none = first_good == _NO_TIME
+    for name in ("bucket_start", "first_ts", "last_ts", "first_good", "last_good"):
+        text_of = np.char.add(np.datetime_as_string(_PG_EPOCH + columns[name].astype("timedelta64[us]"),
+                                                    unit="us"), "Z").astype(object)
+        if name in ("first_good", "last_good"):
+            text_of[none] = None
+        columns[name] = text_of
+    lists = [columns[name].tolist() for name in BUCKET_COLUMNS]
+    return [dict(zip(BUCKET_COLUMNS, row, strict=True)) for row in zip(*lists, strict=True)]
+
+
+def add_buckets(session: Session, sensor_ids: np.ndarray, stamps: np.ndarray, values: np.ndarray,
+                qualities: np.ndarray, batch_ids: np.ndarray, manual: np.ndarray | bool) -> int:
+    """Add readings just stored to the coverage buckets the review reads (one statement); return the rows."""
+    flags = np.full(sensor_ids.size, manual, dtype=bool) if isinstance(manual, bool) else manual
+    rows = bucket_rows(sensor_ids, stamps, values, qualities, batch_ids, flags)
+    if rows:
+        session.execute(text("SELECT sensor_reading_buckets_add(CAST(:rows AS jsonb))"),
+                        {"rows": orjson.dumps(rows).decode()})
+    return len(rows)
+
+
+def _add_stored_buckets(session: Session, loaded: Loaded, copied: Copied, *, manual: bool) -> None:
+    """Add what `copy_readings` stored to the buckets: the readings in hand, or the rows it returned."""
+    if copied.rows is None:
+        add_buckets(session, loaded.sensor_ids, loaded.stamps, loaded.values, loaded.qualities, loaded.batch_ids,
+                    manual)
+        return
+    rows = copied.rows
+    add_buckets(session, np.array([r[0] for r in rows], dtype=np.int64),
+                np.array([r[1].astimezone(UTC).replace(tzinfo=None) for r in rows], dtype="datetime64[us]"),
+                np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=float),
+                np.array([r[3] for r in rows], dtype=np.int16),
+                np.array([-1 if r[4] is None else r[4] for r in rows], dtype=np.int64), manual)
 
 
 #: How far back a job looks for earlier queued payloads of its source to process first (a bounded index scan).
@@ -326,7 +416,9 @@ def _process_one(session: Session, ingest_id: int, *, now: datetime) -> tuple[Se
         return ingest, True
     sensors = sensors_by_tag(session, set(parsed.tags))
     loaded = _loaded(session, parsed, sensors)
-    stored, duplicates = copy_readings(session, loaded.copy_binary(ingest.id), len(loaded))
+    copied = copy_readings(session, loaded.copy_binary(ingest.id), len(loaded))
+    _add_stored_buckets(session, loaded, copied, manual=ingest.source.startswith("member:"))
+    stored, duplicates = copied.stored, copied.duplicates
     ingest.readings_total = parsed.total
     ingest.readings_stored = stored
     ingest.readings_duplicate = duplicates

@@ -43,7 +43,7 @@ NOT_GMP_TABLES = {
     "sensor_analysis_state": "detector state, derived from the readings",
     "sensor_pca_state": "detector state, derived from the readings",
     "sensor_readings": "bulk raw readings; each ingest that stores them is a GMP record (sensor_ingests)",
-    "sensor_reading_buckets": "coverage summary the readings trigger derives, for the review's gap check",
+    "sensor_reading_buckets": "coverage summary the readings loader derives, for the review's gap check",
 }
 
 

@@ -45,7 +45,7 @@ from app.core.tenancy import Actor, control_session, tenant_transaction
 from app.plant import services as plant
 from app.review.models import RbeRun
 from app.sensors.models import SensorEpisode, SensorIngest
-from app.sensors.services import COPY_COLUMNS, attach_steps, ensure_partitions
+from app.sensors.services import COPY_COLUMNS, add_buckets, attach_steps, ensure_partitions
 from app.tenancy.services import create_tenant
 from tests.batches.conftest import make_recipe_version
 from tests.factories import make_line, make_material
@@ -175,6 +175,7 @@ def _load_readings(db, ref, batch_id: int, reactor_id: int, sensors: list[int]) 
         batch_text = ["\\N" if b < 0 else str(b) for b in batch_ids.tolist()]
         step_text = ["\\N" if b < 0 else str(b) for b in step_ids.tolist()]
         raw = s.connection().connection.driver_connection
+        loaded = []
         with raw.cursor() as cur, cur.copy(f"COPY sensor_readings ({COPY_COLUMNS}) FROM STDIN") as copy:
             for n, (sensor_id, ingest_id) in enumerate(zip(sensors, ingests, strict=True)):
                 target = PARAMETERS[n // SENSORS_PER_KIND][3]
@@ -187,6 +188,11 @@ def _load_readings(db, ref, batch_id: int, reactor_id: int, sensors: list[int]) 
                 copy.write("".join(
                     f"{sensor_id}\t{ts_text[i]}\t{values[i]}\t{quality[i]}\t{ingest_id}\t{batch_text[i]}\t"
                     f"{step_text[i]}\n" for i in range(per_sensor)))
+                loaded.append((sensor_id, values, quality))
+        for sensor_id, values, quality in loaded:  # the review's coverage buckets, as the ingest job adds them
+            add_buckets(s, np.full(per_sensor, sensor_id, dtype=np.int64), stamps,
+                        np.array([np.nan if v == "\\N" else float(v) for v in values]),
+                        np.array(quality, dtype=np.int16), batch_ids, False)
     return per_sensor * len(sensors)
 
 

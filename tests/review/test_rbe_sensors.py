@@ -53,6 +53,25 @@ def _ph_sensors(floor, prefix: str, period: float, base) -> tuple[list[int], lis
     return ids, ingests
 
 
+def _store_readings(s, rows: list[dict], manual_ingest: int) -> None:
+    """Store readings as the loader does: each new one once (a duplicate is not stored), then the coverage
+    buckets of those stored (`manual_ingest`: the ingest a person posted)."""
+    import numpy as np
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    t = SensorReading
+    stored = s.execute(pg_insert(t).on_conflict_do_nothing().returning(
+        t.sensor_id, t.ts, t.value, t.quality, t.batch_id, t.ingest_id, sort_by_parameter_order=True), rows).all()
+    stored = [r for r in stored if r is not None]
+    sensor_services.add_buckets(
+        s, np.array([r.sensor_id for r in stored], dtype=np.int64),
+        np.array([r.ts.replace(tzinfo=None) for r in stored], dtype="datetime64[us]"),
+        np.array([np.nan if r.value is None else r.value for r in stored]),
+        np.array([r.quality for r in stored], dtype=np.int16),
+        np.array([-1 if r.batch_id is None else r.batch_id for r in stored], dtype=np.int64),
+        np.array([r.ingest_id == manual_ingest for r in stored], dtype=bool))
+
+
 def test_sensor_classes_yield_their_exceptions_with_evidence(make_review_floor) -> None:
     floor = make_review_floor()
     with floor.tx(floor.supervisor) as s:
@@ -162,8 +181,6 @@ def test_dense_sensor_walk_finds_the_same_gaps_as_the_bucketed_pass(make_review_
     and readings outside the scanned range."""
     from datetime import UTC, datetime
 
-    from sqlalchemy import insert
-
     from app.review.engine import scan_readings
 
     floor = make_review_floor()
@@ -182,7 +199,7 @@ def test_dense_sensor_walk_finds_the_same_gaps_as_the_bucketed_pass(make_review_
                 rows.append({"sensor_id": sensor_id, "ts": t, "value": None if bad and i % 4 == 0 else 7.0,
                              "quality": 2 if bad else 0, "ingest_id": ingests[i == 3500 and n == 1],
                              "batch_id": batch, "step_id": None})
-        s.execute(insert(SensorReading), rows)
+        _store_readings(s, rows, ingests[1])
     lo, hi = base + 100 * ms, base + 4100 * ms  # readings outside the range are out of scope
     with floor.tx() as s:
         found = {}
@@ -212,9 +229,6 @@ def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
     import random
     from datetime import UTC, datetime
 
-    from sqlalchemy import insert, text
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
     from app.review.engine import _exact_spans, coverage_rows, scan_readings
     from app.sensors.models import BUCKET_ROWS_SQL
 
@@ -240,9 +254,9 @@ def test_coverage_buckets_answer_as_the_readings_do(make_review_floor) -> None:
     rng.shuffle(rest)
     for part in (first, *[rest[k::4] for k in range(4)]):
         with floor.tx() as s:
-            s.execute(insert(SensorReading), part)
+            _store_readings(s, part, ingests[1])
     with floor.tx() as s:
-        s.execute(pg_insert(SensorReading).on_conflict_do_nothing(), rng.sample(rows, 1000))
+        _store_readings(s, rng.sample(rows, 1000), ingests[1])
     columns = "sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, first_ts, last_ts, first_good, " \
               "last_good, slots"
     second = timedelta(seconds=1)

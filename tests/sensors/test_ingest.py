@@ -112,6 +112,56 @@ def test_processing_twice_and_overlapping_payloads_store_each_reading_once(app, 
     assert _ingest(plant, third)["readings"] == {"total": 3, "stored": 1, "duplicate": 2, "rejected": 0}
 
 
+def test_coverage_buckets_kept_by_the_loader_are_those_of_the_stored_readings(app, make_plant) -> None:
+    """The ingest job folds what it stores into the review's coverage buckets: the same rows as the buckets'
+    SQL definition over the table, through a resend (the duplicate path), readings of bad quality or without a
+    value, sub-second stamps on slice boundaries, and a person's payload (manual)."""
+    from app.sensors.models import BUCKET_ROWS_SQL
+
+    plant = make_plant()
+    tag = plant.tag("TT")
+    quality = ["good", "bad", "uncertain", "good"] * 50
+    values: list = [37.0 + 0.01 * (i % 5) for i in range(200)]
+    values[1::8] = [None] * len(values[1::8])  # bad quality without a value
+    _accept(plant, readings_json(tag, values, period_s=0.9375, quality=quality))  # a slice of a minute apart
+    burst()
+    # A resend overlapping the first payload (the slow, duplicate path), then a person's entries.
+    resend = _accept(plant, readings_json(tag, [36.5] * 150, start=T0 + timedelta(seconds=90), period_s=0.9375))
+    _accept(plant, readings_json(tag, [36.9] * 5, start=T0 + timedelta(seconds=1000)), source="member:1:token:1")
+    burst()
+    assert _ingest(plant, resend)["readings"]["duplicate"] == 104
+    columns = "sensor_id, batch_key, bucket_start, bucket_s, n, bad, manual, first_ts, last_ts, first_good, " \
+              "last_good, slots"
+    with tenant_transaction(plant.ref) as session:
+        kept = session.execute(text(f"SELECT {columns} FROM sensor_reading_buckets ORDER BY 1, 2, 3")).all()
+        derived = session.execute(text(f"SELECT * FROM ({BUCKET_ROWS_SQL.format(source='sensor_readings')}) b "
+                                       "ORDER BY 1, 2, 3")).all()
+        stored = session.scalar(text("SELECT count(*) FROM sensor_readings"))
+    assert [tuple(r) for r in kept] == [tuple(r) for r in derived]
+    assert sum(r.n for r in kept) == stored and any(r.manual for r in kept) and any(r.bad for r in kept)
+
+
+def test_the_buckets_function_refuses_what_cannot_be_a_bucket(app, make_plant) -> None:
+    plant = make_plant()
+    good = {"sensor_id": plant.sensors["TT"], "batch_key": 0, "bucket_start": "2026-11-02T08:00:00Z", "n": 2,
+            "bad": 0, "manual": False, "first_ts": "2026-11-02T08:00:01Z", "last_ts": "2026-11-02T08:00:59Z",
+            "first_good": "2026-11-02T08:00:01Z", "last_good": "2026-11-02T08:00:59Z", "slots": 3}
+    wrong = [{"bucket_start": "2026-11-02T08:00:30Z"}, {"n": 0}, {"bad": 3}, {"last_ts": "2026-11-02T08:01:00Z"},
+             {"first_good": None}, {"slots": 0}, {"bad": 2}, {"manual": None}]
+    for change in wrong:
+        with pytest.raises(Exception, match="not a coverage bucket"), tenant_transaction(plant.ref) as session:
+            session.execute(text("SELECT sensor_reading_buckets_add(CAST(:r AS jsonb))"),
+                            {"r": json.dumps([good, {**good, **change}])})
+    with tenant_transaction(plant.ref) as session:
+        assert session.scalar(text("SELECT count(*) FROM sensor_reading_buckets")) == 0
+        session.execute(text("SELECT sensor_reading_buckets_add(CAST(:r AS jsonb))"), {"r": json.dumps([good])})
+        assert session.scalar(text("SELECT n FROM sensor_reading_buckets")) == 2
+        with pytest.raises(Exception, match="permission denied"):
+            session.execute(text("INSERT INTO sensor_reading_buckets (sensor_id, batch_key, bucket_start, bucket_s, n, "
+                                 "bad, manual, first_ts, last_ts, slots) VALUES (1, 0, now(), 60, 1, 0, false, now(), "
+                                 "now(), 0)"))
+
+
 def test_repeated_message_id_is_accepted_once(app, make_plant) -> None:
     plant = make_plant()
     body = readings_json(plant.tag("TT"), [37.0, 37.1], message_id="gw-7-000123")
