@@ -330,13 +330,52 @@ def _json_columns(items: list[dict[str, Any]]) -> tuple[list[Any], list[Any], li
     return sensors, stamps, values, qualities
 
 
+class _Reading(msgspec.Struct, gc=False):
+    """A reading in the form nearly every gateway sends (a tag, a timestamp string, a number, maybe a quality)."""
+
+    sensor: str
+    ts: str
+    value: float
+    quality: str | None = None
+
+
+class _Readings(msgspec.Struct, gc=False):
+    readings: list[_Reading]
+    message_id: Any = None
+
+
+#: The job's fast path: a payload whose every reading has the usual form decodes straight into typed readings,
+#: in half the time of generic JSON objects. Any other payload (a reading without a value, a number in a string,
+#: a number beyond a double's range...) is parsed by `_DOCUMENT` and judged reading by reading, as before.
+_TYPED = msgspec.json.Decoder(_Readings)
+
+
+def _json_readings(out: ParsedReadings, body: bytes) -> ParsedReadings:
+    """Sort the readings of a JSON payload (see `parse_readings`)."""
+    try:
+        document = _TYPED.decode(body)
+    except msgspec.DecodeError:  # ValidationError included: not the usual form, judged by the generic parser
+        return _generic_json_readings(out, body)
+    if not document.readings:
+        raise PayloadError('"readings" is empty: send at least one reading')
+    _message_id(document.message_id)
+    items = document.readings
+    out.total = len(items)
+    return _columns(out, [r.sensor for r in items], [r.ts for r in items], [r.value for r in items],
+                    [r.quality for r in items], range(len(items)))
+
+
+def _generic_json_readings(out: ParsedReadings, body: bytes) -> ParsedReadings:
+    items = _json_document(body)["readings"]
+    out.total = len(items)
+    return _columns(out, *_json_columns(items), range(len(items)))
+
+
 def parse_readings(body: bytes, kind: str) -> ParsedReadings:
     """Sort every reading of a stored payload into accepted (columns) or refused (with the reason)."""
     out = ParsedReadings()
     if kind == "json":
-        items = _json_document(body)["readings"]
-        out.total = len(items)
-        return _columns(out, *_json_columns(items), range(len(items)))
+        return _json_readings(out, body)
     check_envelope(body, kind)
     sensors: list[Any] = []
     stamps: list[Any] = []
