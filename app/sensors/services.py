@@ -229,7 +229,7 @@ class Loaded:
 
 class Copied(NamedTuple):
     """What `copy_readings` stored: how many readings, how many were duplicates, and (only when some were) the
-    readings stored as rows of (sensor_id, ts, value, quality, batch_id)."""
+    readings stored as rows of (ts, value, quality, batch_id, step_id, sensor_id)."""
 
     stored: int
     duplicates: int
@@ -266,7 +266,7 @@ def copy_readings(session: Session, rows: bytes, n_rows: int) -> Copied:
         cur.execute(f"INSERT INTO sensor_readings ({COPY_COLUMNS}) "  # noqa: S608 (constant column list)
                     f"SELECT DISTINCT ON (sensor_id, ts) {COPY_COLUMNS} FROM sensor_readings_staging "
                     "ORDER BY sensor_id, ts ON CONFLICT (sensor_id, ts) DO NOTHING "
-                    "RETURNING sensor_id, ts, value, quality, batch_id")
+                    "RETURNING ts, value, quality, batch_id, step_id, sensor_id")
         stored = cur.fetchall()
     return Copied(len(stored), n_rows - len(stored), stored)
 
@@ -333,12 +333,11 @@ def _add_stored_buckets(session: Session, loaded: Loaded, copied: Copied, *, man
         add_buckets(session, loaded.sensor_ids, loaded.stamps, loaded.values, loaded.qualities, loaded.batch_ids,
                     manual)
         return
-    rows = copied.rows
-    add_buckets(session, np.array([r[0] for r in rows], dtype=np.int64),
-                np.array([r[1].astimezone(UTC).replace(tzinfo=None) for r in rows], dtype="datetime64[us]"),
-                np.array([np.nan if r[2] is None else r[2] for r in rows], dtype=float),
-                np.array([r[3] for r in rows], dtype=np.int16),
-                np.array([-1 if r[4] is None else r[4] for r in rows], dtype=np.int64), manual)
+    from app.sensors.analysis import Readings  # analysis imports this module: import at call time
+
+    stored = Readings.of_rows(copied.rows)  # its first five columns are those of a Readings row
+    add_buckets(session, np.array([r[5] for r in copied.rows], dtype=np.int64), stored.stamps, stored.values,
+                stored.quality, stored.batch_ids, manual)
 
 
 #: How far back a job looks for earlier queued payloads of its source to process first (a bounded index scan).
