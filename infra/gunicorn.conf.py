@@ -18,3 +18,14 @@ graceful_timeout = 30
 accesslog = "-"
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_worker_init(worker):  # gunicorn calls it with the worker
+    """Freeze what the loaded app holds (modules, mappers, the app itself) out of the garbage collector's sight.
+
+    These objects live as long as the worker; without this, each full collection inside a request walks the
+    300,000 of them (about 0.15 s measured on the ingest path), as `batchline worker` avoids the same way.
+    """
+    import gc
+
+    gc.freeze()
