@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import repeat
@@ -157,13 +158,14 @@ _BINARY_FIELDS = (("sensor", ">i8"), ("ts", ">i8"), ("value", ">f8"), ("quality"
                   ("batch", ">i8"), ("step", ">i8"))
 
 
-_LOADED_COLUMNS = ("sensor_ids", "stamps", "values", "qualities", "batch_ids", "step_ids")
+_LOADED_COLUMNS = ("sensor_ids", "stamps", "values", "qualities", "batch_ids", "step_ids", "ingest_ids")
 
 
 @dataclass
 class Loaded:
-    """Readings of one payload ready to store: accepted, of known sensors, attached to batch steps (numpy columns),
-    kept in sensor then time order."""
+    """Readings of one or more payloads ready to store: accepted, of known sensors, attached to batch steps (numpy
+    columns), each with the ingest it came in, kept in sensor then time order (then ingest: the earlier payload
+    first where two carry the same reading)."""
 
     sensor_ids: np.ndarray
     stamps: np.ndarray  # datetime64[us], UTC
@@ -171,19 +173,20 @@ class Loaded:
     qualities: np.ndarray
     batch_ids: np.ndarray  # -1: none
     step_ids: np.ndarray
+    ingest_ids: np.ndarray
 
     def __post_init__(self) -> None:
         # A payload comes instant by instant, every sensor in turn: COPYed so, each reading lands on another
         # sensor's page of the primary key's index. Sensor by sensor, each sensor's readings go to one index page
         # after the other, and the analysis takes them in this order (`by_sensor` only slices).
-        order = np.lexsort((self.stamps, self.sensor_ids))
+        order = np.lexsort((self.ingest_ids, self.stamps, self.sensor_ids))
         for name in _LOADED_COLUMNS:
             setattr(self, name, getattr(self, name)[order])
 
     def __len__(self) -> int:
         return int(self.sensor_ids.size)
 
-    def copy_binary(self, ingest_id: int) -> bytes:
+    def copy_binary(self) -> bytes:
         """Render the rows as one PostgreSQL binary COPY buffer (no per-reading Python object).
 
         A binary row is: field count, then per field its byte length (-1 for NULL) and its big-endian value.
@@ -193,7 +196,7 @@ class Loaded:
         has_value = np.isfinite(self.values)
         pattern = has_value.astype(np.int8) | (self.batch_ids >= 0) * np.int8(2) | (self.step_ids >= 0) * np.int8(4)
         columns: dict[str, Any] = {"sensor": self.sensor_ids, "ts": (self.stamps - _PG_EPOCH).astype(np.int64),
-                                   "value": self.values, "quality": self.qualities, "ingest": None,
+                                   "value": self.values, "quality": self.qualities, "ingest": self.ingest_ids,
                                    "batch": self.batch_ids, "step": self.step_ids}
         parts = [_COPY_HEADER]
         for group in np.unique(pattern).tolist():
@@ -208,7 +211,7 @@ class Loaded:
             for name, kind in _BINARY_FIELDS:
                 rows[f"len_{name}"] = np.dtype(kind).itemsize if present[name] else -1
                 if present[name]:
-                    rows[name] = ingest_id if columns[name] is None else columns[name][where]
+                    rows[name] = columns[name][where]
             parts.append(rows.tobytes())
         parts.append(_COPY_TRAILER)
         return b"".join(parts)
@@ -229,7 +232,7 @@ class Loaded:
 
 class Copied(NamedTuple):
     """What `copy_readings` stored: how many readings, how many were duplicates, and (only when some were) the
-    readings stored as rows of (ts, value, quality, batch_id, step_id, sensor_id)."""
+    readings stored as rows of (ts, value, quality, batch_id, step_id, sensor_id, ingest_id)."""
 
     stored: int
     duplicates: int
@@ -241,8 +244,9 @@ def copy_readings(session: Session, rows: bytes, n_rows: int) -> Copied:
 
     The fast path COPYs straight into `sensor_readings` inside a savepoint. If any reading is already there
     (a payload processed twice, a gateway resending), the unique key refuses the whole COPY, the savepoint
-    rolls back, and the slow path COPYs into a temporary table and inserts with ON CONFLICT DO NOTHING.
-    Coverage buckets are the caller's (`add_buckets`).
+    rolls back, and the slow path COPYs into a temporary table and inserts with ON CONFLICT DO NOTHING (of
+    readings repeated within the rows, the one of the earliest ingest). Coverage buckets are the caller's
+    (`add_buckets`).
     """
     if n_rows == 0:
         return Copied(0, 0)
@@ -265,8 +269,8 @@ def copy_readings(session: Session, rows: bytes, n_rows: int) -> Copied:
             copy.write(rows)
         cur.execute(f"INSERT INTO sensor_readings ({COPY_COLUMNS}) "  # noqa: S608 (constant column list)
                     f"SELECT DISTINCT ON (sensor_id, ts) {COPY_COLUMNS} FROM sensor_readings_staging "
-                    "ORDER BY sensor_id, ts ON CONFLICT (sensor_id, ts) DO NOTHING "
-                    "RETURNING ts, value, quality, batch_id, step_id, sensor_id")
+                    "ORDER BY sensor_id, ts, ingest_id ON CONFLICT (sensor_id, ts) DO NOTHING "
+                    "RETURNING ts, value, quality, batch_id, step_id, sensor_id, ingest_id")
         stored = cur.fetchall()
     return Copied(len(stored), n_rows - len(stored), stored)
 
@@ -342,6 +346,11 @@ def _add_stored_buckets(session: Session, loaded: Loaded, copied: Copied, *, man
 
 #: How far back a job looks for earlier queued payloads of its source to process first (a bounded index scan).
 ORDER_WINDOW = timedelta(days=1)
+#: At most how many payload bytes (as received) one job processes together: its own, the earlier queued ones of
+#: its source and, while under this, the later ones already queued behind it.
+BATCH_MAX_BYTES = 16 * 1024 * 1024
+#: At most how many payloads one job processes together.
+BATCH_MAX_PAYLOADS = 16
 
 
 def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
@@ -349,33 +358,77 @@ def process_ingest(session: Session, *, ingest_id: int) -> dict[str, Any]:
 
     Payloads of one source are processed in the order they were accepted (a lock per source; an earlier one
     still queued is processed first, in this transaction), so a sensor's readings reach the recursive charts
-    in time order even with several workers. Idempotent: a processed ingest is left alone, and reprocessing
-    stores each reading once.
+    in time order even with several workers. When payloads of the source are already queued behind this one (the
+    workers are behind: a backlog), they are processed with it, up to `BATCH_MAX_BYTES`: one COPY, one analysis
+    pass per sensor and one set of statements for all of them instead of one per payload (their own jobs then
+    find them processed). Idempotent: a processed ingest is left alone, and reprocessing stores each reading once.
     """
-    # Not the payload (megabytes): it is read once, under the row lock, by `_process_one`.
+    # Not the payload (megabytes): it is read once, under the row lock, by `_process_batch`.
     # With now(), the transaction's time (`processed_at` of what this job processes), in the same round trip.
     ingest = session.execute(select(SensorIngest.id, SensorIngest.source, SensorIngest.received_at,
                                     func.now().label("now")).where(SensorIngest.id == ingest_id)).one_or_none()
     if ingest is None:
         raise NotFound(f"no ingest {ingest_id}")
     session.execute(select(func.pg_advisory_xact_lock(func.hashtext("sensor_ingests:" + ingest.source))))
-    earlier = session.scalars(
-        select(SensorIngest.id).where(SensorIngest.source == ingest.source, SensorIngest.status == "queued",
-                                      SensorIngest.id < ingest.id,
-                                      SensorIngest.received_at >= ingest.received_at - ORDER_WINDOW,
-                                      SensorIngest.received_at <= ingest.received_at)
-        .order_by(SensorIngest.id)).all()
-    processed = []
-    for other in earlier:
-        try:
-            with session.begin_nested():
-                processed.append(_process_one(session, other, now=ingest.now)[0])
-        except Exception:  # its own job retries it and reports why; it must not hold up this payload
-            log.exception("earlier ingest %s failed while processing ingest %s", other, ingest_id)
-    row, now_processed = _process_one(session, ingest_id, now=ingest.now)
+    # Read after the lock: what another job of this source processed before we got it is no longer queued.
+    queued = [(row.id, row.size_bytes) for row in session.execute(
+        select(SensorIngest.id, SensorIngest.size_bytes)
+        .where(SensorIngest.source == ingest.source, SensorIngest.status == "queued",
+               SensorIngest.received_at >= ingest.received_at - ORDER_WINDOW,
+               SensorIngest.received_at <= ingest.received_at + ORDER_WINDOW)
+        .order_by(SensorIngest.id))]
+    if ingest_id not in {i for i, _ in queued}:  # processed already (a redelivery): its row answers
+        queued = sorted([*queued, (ingest_id, 0)])
+    results: list[tuple[SensorIngest, bool]] = []
+    for group in _groups(queued, ingest_id):
+        results += _process_group(session, group, ingest_id, now=ingest.now)
     # Last, so that nothing but this transaction's commit can fail once the usage is counted.
-    meter_readings(session, [*processed, row] if now_processed else processed)
+    meter_readings(session, [row for row, now_processed in results if now_processed])
+    row = next(row for row, _ in results if row.id == ingest_id)
     return ingest_summary(row, tenant_slug=session.info["tenant"].slug)
+
+
+def _groups(queued: list[tuple[int, int]], ingest_id: int) -> list[list[int]]:
+    """Split queued payloads (id, bytes; id order) into the groups a job processes one after the other: every
+    one up to `ingest_id`, then later ones while the last group stays under `BATCH_MAX_BYTES` and
+    `BATCH_MAX_PAYLOADS`."""
+    groups: list[list[int]] = [[]]
+    size = 0
+    for queued_id, size_bytes in queued:
+        full = bool(groups[-1]) and (size + size_bytes > BATCH_MAX_BYTES or len(groups[-1]) >= BATCH_MAX_PAYLOADS)
+        if queued_id > ingest_id and full:
+            break
+        if full:
+            groups.append([])
+            size = 0
+        groups[-1].append(queued_id)
+        size += size_bytes
+    return groups
+
+
+def _process_group(session: Session, group: list[int], ingest_id: int, *,
+                   now: datetime) -> list[tuple[SensorIngest, bool]]:
+    """Process a group of payloads together; if that fails, the earlier ones one by one (each its own job's to
+    report if it fails too), then the job's own payload alone (which fails the job if it fails again); later
+    ones are left to their own jobs."""
+    try:
+        with session.begin_nested():
+            return _process_batch(session, group, now=now)
+    except Exception:
+        if group == [ingest_id]:
+            raise
+        log.exception("ingests %s failed together; processing them one by one", group)
+    results = []
+    for other in group:
+        if other == ingest_id:
+            results += _process_batch(session, [other], now=now)
+        elif other < ingest_id:
+            try:
+                with session.begin_nested():
+                    results += _process_batch(session, [other], now=now)
+            except Exception:
+                log.exception("earlier ingest %s failed while processing ingest %s", other, ingest_id)
+    return results
 
 
 def meter_readings(session: Session, ingests: list[SensorIngest]) -> None:
@@ -398,39 +451,54 @@ def meter_readings(session: Session, ingests: list[SensorIngest]) -> None:
     session.flush()
 
 
-def _process_one(session: Session, ingest_id: int, *, now: datetime) -> tuple[SensorIngest, bool]:
-    """Process one queued payload (the caller holds its source's lock); return its row and whether it was queued.
+def _process_batch(session: Session, ingest_ids: list[int], *, now: datetime) -> list[tuple[SensorIngest, bool]]:
+    """Process queued payloads of one source together (the caller holds its lock); return, in id order, each
+    one's row and whether it was queued (a processed or failed one is left as it is).
 
-    `now`: the transaction's time, `processed_at`.
+    Each payload is parsed and judged on its own (its refusals and counts are its own; one that cannot be read
+    fails alone); the readings of all of them are stored in one COPY and analysed in one pass. `now`: the
+    transaction's time, `processed_at`.
     """
-    ingest = session.execute(select(SensorIngest).where(SensorIngest.id == ingest_id).with_for_update()
-                             .options(defer(SensorIngest.payload))  # read only if it is still to be parsed
-                             .execution_options(populate_existing=True)).scalar_one()
-    if ingest.status != "queued":
-        return ingest, False
-    try:
-        parsed = parse_readings(stored_payload(session, ingest.id), ingest.content_type)
-    except PayloadError as exc:
-        ingest.status, ingest.failure, ingest.processed_at = "failed", str(exc), now
-        return ingest, True
-    sensors = sensors_by_tag(session, set(parsed.tags))
-    loaded = _loaded(session, parsed, sensors)
-    copied = copy_readings(session, loaded.copy_binary(ingest.id), len(loaded))
-    _add_stored_buckets(session, loaded, copied, manual=ingest.source.startswith("member:"))
-    stored, duplicates = copied.stored, copied.duplicates
-    ingest.readings_total = parsed.total
-    ingest.readings_stored = stored
-    ingest.readings_duplicate = duplicates
-    ingest.readings_rejected = parsed.rejected
-    ingest.errors = parsed.errors
-    ingest.error_counts = parsed.error_counts
-    ingest.status, ingest.processed_at = "processed", now
+    rows = session.scalars(select(SensorIngest).where(SensorIngest.id.in_(ingest_ids))
+                           .order_by(SensorIngest.id).with_for_update()
+                           .options(defer(SensorIngest.payload))  # read only if it is still to be parsed
+                           .execution_options(populate_existing=True)).all()
+    results: list[tuple[SensorIngest, bool]] = []
+    parts: list[tuple[SensorIngest, ParsedReadings]] = []
+    for ingest in rows:
+        if ingest.status != "queued":
+            results.append((ingest, False))
+            continue
+        results.append((ingest, True))
+        try:
+            parts.append((ingest, parse_readings(stored_payload(session, ingest.id), ingest.content_type)))
+        except PayloadError as exc:
+            ingest.status, ingest.failure, ingest.processed_at = "failed", str(exc), now
+    if not parts:
+        return results
+    sensors = sensors_by_tag(session, {tag for _, parsed in parts for tag in set(parsed.tags)})
+    loaded = _loaded(session, [(ingest.id, parsed) for ingest, parsed in parts], sensors)
+    copied = copy_readings(session, loaded.copy_binary(), len(loaded))
+    # Every payload of a batch comes from one source, so all are manual entries or none is.
+    _add_stored_buckets(session, loaded, copied, manual=parts[0][0].source.startswith("member:"))
+    ids, kept = np.unique(loaded.ingest_ids, return_counts=True)
+    kept_of = dict(zip(ids.tolist(), kept.tolist(), strict=True))
+    stored_of = kept_of if copied.rows is None else dict(Counter(row[6] for row in copied.rows))
+    for ingest, parsed in parts:
+        ingest.readings_total = parsed.total
+        ingest.readings_stored = stored_of.get(ingest.id, 0)
+        ingest.readings_duplicate = kept_of.get(ingest.id, 0) - ingest.readings_stored
+        ingest.readings_rejected = parsed.rejected
+        ingest.errors = parsed.errors
+        ingest.error_counts = parsed.error_counts
+        ingest.status, ingest.processed_at = "processed", now
     session.flush()
     if len(loaded):
-        # Every stored reading was in this payload only when nothing was a duplicate: then the readings in
+        # Every stored reading was in these payloads only when nothing was a duplicate: then the readings in
         # hand are exactly what is stored, and the analysis need not read them back.
-        _analyse(session, ingest.id, loaded, fresh=duplicates == 0, known={s.id: s for s in sensors.values()})
-    return ingest, True
+        _analyse(session, parts[-1][0].id, loaded, fresh=copied.duplicates == 0,
+                 known={s.id: s for s in sensors.values()})
+    return results
 
 
 def stored_payload(session: Session, ingest_id: int) -> bytes:
@@ -471,16 +539,22 @@ def _analyse(session: Session, ingest_id: int, loaded: Loaded, *, fresh: bool, k
         enqueue(session, "app.sensors.jobs:analyse_sensors", sensor_ids=sensor_ids, ingest_id=ingest_id)
 
 
-def _loaded(session: Session, parsed: ParsedReadings, sensors: dict[str, Sensor]) -> Loaded:
-    """Refuse readings of unknown sensors and attach the rest to the batch step running on their equipment."""
+def _loaded(session: Session, parts: list[tuple[int, ParsedReadings]], sensors: dict[str, Sensor]) -> Loaded:
+    """Refuse readings of unknown sensors (in their own payload's list) and attach the rest of every payload
+    (ingest id, parsed readings) to the batch step running on their equipment."""
     id_of = {tag: sensor.id for tag, sensor in sensors.items()}
-    ids = np.fromiter(map(id_of.get, parsed.tags, repeat(-1)), dtype=np.int64, count=len(parsed.tags))
-    unknown = np.flatnonzero(ids < 0)
-    for position in unknown.tolist():
-        parsed.refuse(int(parsed.indices[position]), parsed.tags[position],
-                      "unknown sensor tag: register it in Plant > Sensors")
-    keep = np.flatnonzero(ids >= 0) if unknown.size else slice(None)
-    ids, stamps = ids[keep], parsed.stamps[keep]
+    columns: list[tuple[np.ndarray, ...]] = []
+    for ingest_id, parsed in parts:
+        ids = np.fromiter(map(id_of.get, parsed.tags, repeat(-1)), dtype=np.int64, count=len(parsed.tags))
+        unknown = np.flatnonzero(ids < 0)
+        for position in unknown.tolist():
+            parsed.refuse(int(parsed.indices[position]), parsed.tags[position],
+                          "unknown sensor tag: register it in Plant > Sensors")
+        keep = np.flatnonzero(ids >= 0) if unknown.size else slice(None)
+        columns.append((ids[keep], parsed.stamps[keep], parsed.values[keep],
+                        parsed.qualities[keep].astype(np.int16), np.full(ids[keep].size, ingest_id, dtype=np.int64)))
+    ids, stamps, values, qualities, ingest_ids = (columns[0] if len(columns) == 1
+                                                  else tuple(np.concatenate(c) for c in zip(*columns, strict=True)))
     batch_ids = np.full(ids.size, -1, dtype=np.int64)
     step_ids = np.full(ids.size, -1, dtype=np.int64)
     equipment_of = {s.id: s.equipment_id for s in sensors.values()}
@@ -492,7 +566,7 @@ def _loaded(session: Session, parsed: ParsedReadings, sensors: dict[str, Sensor]
     if ids.size:
         months = {date(int(str(m)[:4]), int(str(m)[5:7]), 1) for m in np.unique(stamps.astype("datetime64[M]"))}
         ensure_partitions(session, months)
-    return Loaded(ids, stamps, parsed.values[keep], parsed.qualities[keep].astype(np.int16), batch_ids, step_ids)
+    return Loaded(ids, stamps, values, qualities, batch_ids, step_ids, ingest_ids)
 
 
 def ingest_summary(ingest: SensorIngest, *, tenant_slug: str = "") -> dict[str, Any]:

@@ -168,7 +168,7 @@ def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime],
         times = np.tile(np.array(moments, dtype="datetime64[us]"), GATEWAYS * SENSORS)
         none = np.full(total, -1, dtype=np.int64)
         data: bytes | str = Loaded(sensor_ids, times, values.ravel(), np.zeros(total, dtype=np.int16),
-                                   none, none).copy_binary(0)
+                                   none, none, np.zeros(total, dtype=np.int64)).copy_binary()
     else:
         data = "".join(f"{ids[g][s]}\t{stamps[i]}\t{float(values[g, s, i])!r}\t0\t0\t\\N\t\\N\n"
                        for g in range(GATEWAYS) for s in range(SENSORS) for i in range(SAMPLES))

@@ -282,3 +282,97 @@ def test_a_late_partition_takes_over_readings_parked_in_the_default_partition(ap
         # The tenant role reaches partitions only through the parent: no grant on the partition itself.
         with pytest.raises(Exception, match="permission denied"):
             session.execute(text("SELECT count(*) FROM sensor_readings_p2025_01"))
+
+
+def _summary(plant, ingest_id: int) -> dict:
+    with tenant_transaction(plant.ref) as session:
+        return process_ingest(session, ingest_id=ingest_id)
+
+
+def test_payloads_queued_behind_are_processed_together_each_with_its_own_counts(app, make_plant) -> None:
+    """A job finding later payloads of its source already queued (a backlog) processes them with its own: one COPY
+    and one analysis pass, but each payload keeps its own refusals, duplicates and status, and their jobs then
+    find them processed. Another source's payload waits for its own job."""
+    plant = make_plant()
+    tt = plant.tag("TT")
+    first_body = json.loads(readings_json(tt, [37.0] * 20))
+    first_body["readings"].insert(3, {"sensor": "NO-SUCH-TAG", "ts": "2026-11-02T08:00:00Z", "value": 1.0})
+    first = _accept(plant, json.dumps(first_body).encode())
+    # Overlaps the first payload's last ten readings: stored once, by the earlier payload.
+    overlapping = _accept(plant, readings_json(tt, [37.2] * 20, start=T0 + timedelta(seconds=10)))
+    unreadable = _accept(plant, b'{"readings": [{"sensor": "TT", "ts": "2026-11-02T08:00:00Z", "value": 1e400}]}')
+    other_sensor = _accept(plant, readings_json(plant.tag("PH"), [7.0] * 15))
+    elsewhere = _accept(plant, readings_json(plant.tag("DO"), [40.0] * 5), source="client:elsewhere")
+
+    summary = _summary(plant, first)
+    assert summary["readings"] == {"total": 21, "stored": 20, "duplicate": 0, "rejected": 1}
+    assert _ingest(plant, first)["errors"] == [{"index": 3, "sensor": "NO-SUCH-TAG",
+                                  "reason": "unknown sensor tag: register it in Plant > Sensors"}]
+    assert _ingest(plant, overlapping)["readings"] == {"total": 20, "stored": 10, "duplicate": 10, "rejected": 0}
+    assert _ingest(plant, unreadable)["status"] == "failed"
+    assert "Number out of range" in _ingest(plant, unreadable)["failure"]
+    assert _ingest(plant, other_sensor)["readings"] == {"total": 15, "stored": 15, "duplicate": 0, "rejected": 0}
+    assert _ingest(plant, elsewhere)["status"] == "queued"
+    assert _count(plant, plant.sensors["TT"]) == 30 and _count(plant, plant.sensors["PH"]) == 15
+    with tenant_transaction(plant.ref) as session:
+        # The earlier payload's values where both carried a reading.
+        assert session.scalar(select(func.count()).where(SensorReading.sensor_id == plant.sensors["TT"],
+                                                         SensorReading.value == 37.0)) == 20
+        assert session.scalar(select(SensorReading.ingest_id).where(
+            SensorReading.sensor_id == plant.sensors["TT"], SensorReading.ts == T0 + timedelta(seconds=29))) \
+            == overlapping
+        # Analysed as one stream per sensor (duplicates were met, so read back from the table).
+        assert session.get(SensorAnalysisState, plant.sensors["TT"]).n_seen == 30 - LAG
+        assert session.get(SensorAnalysisState, plant.sensors["PH"]).n_seen == 15 - LAG
+    # Their own jobs change nothing and answer their ingest.
+    assert _summary(plant, overlapping)["readings"]["stored"] == 10
+    assert _summary(plant, other_sensor)["status"] == "processed"
+    assert _count(plant) == 45
+    burst()
+    assert _ingest(plant, elsewhere)["readings"]["stored"] == 5
+
+
+def test_a_payload_that_breaks_its_group_is_left_to_its_own_job(app, make_plant, db) -> None:
+    """If processing a group fails for something other than an unreadable payload, the job processes its own
+    payload (and earlier ones) alone; the payload at fault fails in its own job, and the others go on."""
+    plant = make_plant()
+    tt = plant.tag("TT")
+    first = _accept(plant, readings_json(tt, [37.0] * 20))
+    faulty = _accept(plant, readings_json(tt, [37.0] * 20, start=T0 + timedelta(seconds=20)))
+    last = _accept(plant, readings_json(tt, [37.0] * 20, start=T0 + timedelta(seconds=40)))
+    # A fault the database raises for one payload's rows (as a failing constraint or disk would).
+    with db.owner.begin() as conn:
+        conn.execute(text(f'SET LOCAL search_path TO "{plant.ref.schema}"'))
+        conn.execute(text("CREATE FUNCTION refuse_faulty() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                          f"IF NEW.ingest_id = {faulty} THEN RAISE EXCEPTION 'disk on fire'; END IF; "
+                          "RETURN NEW; END $$"))
+        conn.execute(text("CREATE TRIGGER refuse_faulty BEFORE INSERT ON sensor_readings "
+                          "FOR EACH ROW EXECUTE FUNCTION refuse_faulty()"))
+    assert _summary(plant, first)["readings"]["stored"] == 20
+    assert _ingest(plant, faulty)["status"] == "queued" and _ingest(plant, last)["status"] == "queued"
+    # The last payload's job meets the faulty one first (earlier, still queued): it fails alone, the last goes on.
+    assert _summary(plant, last)["readings"]["stored"] == 20
+    assert _ingest(plant, faulty)["status"] == "queued"
+    with pytest.raises(Exception, match="disk on fire"):
+        _summary(plant, faulty)
+    assert _count(plant) == 40
+
+
+@pytest.mark.parametrize(("queued", "ingest_id", "groups"), [
+    # Later payloads join while the group stays under the byte cap.
+    ([(1, 5), (2, 5), (3, 5), (4, 5)], 2, [[1, 2, 3]]),
+    # Every earlier payload is processed first, in groups under the cap, whatever their size.
+    ([(1, 12), (2, 12), (3, 1), (4, 1)], 3, [[1], [2, 3, 4]]),
+    ([(1, 20), (2, 1)], 2, [[1], [2]]),
+    # No later payload when the job's own group is full.
+    ([(1, 16), (2, 1)], 1, [[1]]),
+])
+def test_groups_keep_order_and_caps(queued, ingest_id, groups) -> None:
+    mb = services.BATCH_MAX_BYTES // 16
+    assert services._groups([(i, size * mb) for i, size in queued], ingest_id) == groups
+
+
+def test_groups_cap_the_number_of_payloads() -> None:
+    queued = [(i, 1) for i in range(1, 41)]
+    groups = services._groups(queued, 20)
+    assert groups == [list(range(1, 17)), list(range(17, 33))]
