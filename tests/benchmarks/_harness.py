@@ -21,13 +21,43 @@ from app.tenancy.schema import upgrade_public  # noqa: E402
 from tests.support import recreate_database  # noqa: E402
 
 
+def server_url() -> str:
+    """The benchmarks' PostgreSQL server (BENCH_DATABASE_URL, TEST_DATABASE_URL, or the embedded one, started if
+    need be), as a URL of its `postgres` database or of the one the variable names."""
+    return os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL") or embedded_postgres_url(
+        REPO_ROOT / "instance" / "test-pg", database="postgres")
+
+
+def drop_bench_databases() -> list[str]:
+    """Drop the benchmarks' databases (every `batchline_bench_*`, or BENCH_DATABASE_NAME); return their names.
+
+    `run_all.py` calls this between benchmarks: what one benchmark loaded (a million readings, a hundred thousand
+    lots) would otherwise be vacuumed and analysed by autovacuum during the next one, on the same two cores.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(make_url(server_url()).set(drivername="postgresql+psycopg", database="postgres"),
+                          isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            # With BENCH_DATABASE_NAME every benchmark uses that one database; else each its own default name.
+            pattern = os.environ.get("BENCH_DATABASE_NAME") or r"batchline\_bench\_%"
+            names = conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE :p"), {"p": pattern})\
+                .scalars().all()
+            for name in names:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+    return list(names)
+
+
 def bench_app(name: str) -> Flask:
     """An app on a fresh database `batchline_bench_<name>` (BENCH_DATABASE_URL / TEST_DATABASE_URL server).
 
     BENCH_DATABASE_NAME names the database instead (several people benchmarking on one server each get theirs).
     """
-    base = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL") or embedded_postgres_url(
-        REPO_ROOT / "instance" / "test-pg", database="postgres")
+    base = server_url()
     from sqlalchemy.engine import make_url
 
     url = recreate_database(make_url(base).set(

@@ -1,4 +1,7 @@
-"""Run every benchmark script (`bench_*.py`) in its own process and echo its `bench.NAME: VALUE UNIT` lines."""
+"""Run every benchmark script (`bench_*.py`) in its own process and echo its `bench.NAME: VALUE UNIT` lines.
+
+Between two scripts the benchmark databases are dropped (BENCH_KEEP_DATABASES=1 keeps them for a look).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _harness import drop_bench_databases  # noqa: E402  (after the path set-up above)
 
 
 def main() -> int:
@@ -20,6 +26,9 @@ def main() -> int:
         done = subprocess.run([sys.executable, str(script)], env=env, check=False)
         if done.returncode:
             failed.append(script.name)
+        if not os.environ.get("BENCH_KEEP_DATABASES"):
+            # Each benchmark starts on a quiet server: no autovacuum of the previous one's data under its clock.
+            drop_bench_databases()
     print(f"# all benchmarks took {time.perf_counter() - started:.0f}s", flush=True)
     if failed:
         print(f"# FAILED: {', '.join(failed)}", file=sys.stderr)
