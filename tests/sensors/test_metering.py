@@ -12,6 +12,7 @@ from app.billing.models import UsageCounter
 from app.billing.plans import REPO_ROOT
 from app.core.jobs import OutboxMessage, run_tenant_job
 from app.core.tenancy import control_session, tenant_transaction
+from app.sensors import services
 from app.sensors.jobs import process_ingest
 from app.sensors.models import SensorIngest, SensorReading
 from tests.sensors.conftest import T0, readings_json, settle
@@ -80,3 +81,27 @@ def test_readings_over_the_allowance_are_stored_flagged_and_counted_once(app, ma
             process_ingest(session, ingest_id=ingest_id)
     assert _used(plant.ref.id) == (135, 35)
 
+
+
+def test_payloads_processed_together_are_metered_as_if_one_after_the_other(app, make_plant, monkeypatch,
+                                                                            tmp_path) -> None:
+    """A job that takes payloads queued behind its own counts them at once; which of their readings went over the
+    allowance is told apart in order, as separate jobs would have."""
+    _small_plan(app, monkeypatch, tmp_path, allowance=100)
+    plant = make_plant()
+    with control_session() as session:
+        billing.start_trial(session, tenant_id=plant.ref.id, plan="starter")
+    tag = plant.tag("TT")
+    ids = []
+    for count, start in ((80, 0), (50, 80), (15, 130)):
+        with tenant_transaction(plant.ref) as session:
+            ids.append(services.accept_payload(
+                session, body=readings_json(tag, [37.0] * count, start=T0 + timedelta(seconds=start)), kind="json",
+                source="client:metered", max_bytes=1 << 20).ingest.id)
+    with tenant_transaction(plant.ref) as session:
+        process_ingest(session, ingest_id=ids[0])
+    with tenant_transaction(plant.ref) as session:
+        rows = [session.get(SensorIngest, i) for i in ids]
+        assert [(r.status, r.readings_stored, r.readings_over_allowance) for r in rows] == [
+            ("processed", 80, 0), ("processed", 50, 30), ("processed", 15, 15)]
+    assert _used(plant.ref.id) == (145, 45)
