@@ -562,14 +562,21 @@ def _loaded(session: Session, parts: list[tuple[int, ParsedReadings]], sensors: 
                                                   else tuple(np.concatenate(c) for c in zip(*columns, strict=True)))
     batch_ids = np.full(ids.size, -1, dtype=np.int64)
     step_ids = np.full(ids.size, -1, dtype=np.int64)
-    equipment_of = {s.id: s.equipment_id for s in sensors.values()}
-    equipment = np.array([equipment_of[int(i)] for i in np.unique(ids).tolist()], dtype=np.int64)
-    equipment_ids = equipment[np.searchsorted(np.unique(ids), ids)] if ids.size else ids
-    for equipment_id in np.unique(equipment_ids).tolist():
-        where = equipment_ids == equipment_id
-        batch_ids[where], step_ids[where] = attach_steps(session, int(equipment_id), stamps[where])
     if ids.size:
-        months = {date(int(str(m)[:4]), int(str(m)[5:7]), 1) for m in np.unique(stamps.astype("datetime64[M]"))}
+        # Each reading's equipment through a table indexed by sensor id (no sort of a hundred thousand ids).
+        equipment_of = np.full(max(s.id for s in sensors.values()) + 1, -1, dtype=np.int64)
+        for sensor in sensors.values():
+            equipment_of[sensor.id] = sensor.equipment_id
+        equipment_ids = equipment_of[ids]
+        for equipment_id in sorted({s.equipment_id for s in sensors.values()}):
+            where = equipment_ids == equipment_id
+            if where.any():
+                batch_ids[where], step_ids[where] = attach_steps(session, int(equipment_id), stamps[where])
+        month_of = stamps.astype("datetime64[M]")
+        first, last = month_of.min(), month_of.max()
+        # Nearly always a single month: then no sort to find which.
+        months = {date(int(str(m)[:4]), int(str(m)[5:7]), 1)
+                  for m in ([first] if first == last else np.unique(month_of))}
         ensure_partitions(session, months)
     return Loaded(ids, stamps, values, qualities, batch_ids, step_ids, ingest_ids)
 

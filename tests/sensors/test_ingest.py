@@ -376,3 +376,18 @@ def test_groups_cap_the_number_of_payloads() -> None:
     queued = [(i, 1) for i in range(1, 41)]
     groups = services._groups(queued, 20)
     assert groups == [list(range(1, 17)), list(range(17, 33))]
+
+
+def test_a_payload_across_months_lands_in_each_month_partition(app, make_plant) -> None:
+    plant = make_plant()
+    tag = plant.tag("TT")
+    stamps = ["2026-11-30T23:59:58Z", "2026-11-30T23:59:59Z", "2026-12-01T00:00:00Z", "2027-02-03T10:00:00Z"]
+    ingest_id = _accept(plant, json.dumps({"readings": [{"sensor": tag, "ts": ts, "value": 37.0}
+                                                        for ts in stamps]}).encode())
+    burst()
+    assert _ingest(plant, ingest_id)["readings"]["stored"] == 4
+    with tenant_transaction(plant.ref) as session:
+        parts = dict(session.execute(text(
+            "SELECT tableoid::regclass::text, count(*) FROM sensor_readings GROUP BY 1")).all())
+    # Only the months that have readings get a partition (none for January 2027).
+    assert parts == {"sensor_readings_p2026_11": 2, "sensor_readings_p2026_12": 1, "sensor_readings_p2027_02": 1}
