@@ -9,7 +9,9 @@ bench.copy_readings_per_s: the same readings COPYed straight into the same parti
 of another tenant of the same database, as one binary COPY built before the clock starts (the fastest raw
 load psycopg can do; the text COPY of the same rows is printed for reference); bench.ingest_vs_copy_ratio.
 The baseline is the raw load alone: the review's coverage buckets, which the ingest job adds for what it
-stores, are part of what ingestion does, not of a raw load.
+stores, are part of what ingestion does, not of a raw load. BENCH_ROUNDS (default 3) rounds each measure an
+ingest into a fresh tenant and then its baseline into another; the figures are the medians over the rounds (the
+ratio: the median of the rounds' own ratios, each pair measured within seconds of each other).
 
 BENCH_SAMPLES (readings per sensor), BENCH_GATEWAYS, BENCH_PER_POST (samples per sensor per payload) and
 BENCH_WORKERS (worker processes, default 2: one per core of this machine) size the run. The figure is a
@@ -22,7 +24,7 @@ serialised before the clock starts: turning readings into JSON is the gateway's 
 month's readings partition is made before the clock for both tenants (production makes them ahead with
 `batchline sensors partitions`).
 
-Also printed (a `#` line, Linux): the CPU seconds spent while ingesting by the bench process (HTTP server and
+Also printed (a `#` line per round, Linux): the CPU seconds spent while ingesting by the bench process (HTTP server and
 gateway clients), the worker processes and the database's backends, and by the backend of the binary COPY. Under
 load the wall clock says little; CPU per reading says what the path costs.
 """
@@ -42,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from _harness import bench_app, report
+from _harness import bench_app, median, report
 from rq import Worker
 from sqlalchemy import text
 from werkzeug.serving import make_server
@@ -63,6 +65,7 @@ PER_POST = int(os.environ.get("BENCH_PER_POST", "2500"))  # x 10 sensors = 25,00
 #: Samples per sensor posted (and analysed) before the clock starts: enough for every sensor's automatic
 #: in-control model (fitted once in a sensor's life, on its first BASELINE_N good readings).
 WARM_UP = BASELINE_N + LAG
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 START = datetime(2026, 11, 2, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,6 +152,15 @@ def _done(progress, expected_posts: int, judged: int) -> bool:
     return pending == 0 and processed == expected_posts and analysed == judged
 
 
+def _quiet_partition(db, tenant) -> None:
+    """Keep autovacuum off the tenant's readings partition: its vacuum and analysis of what one measurement loaded
+    would otherwise run under the clock of the next (the ingest's 440,000 rows under the COPY's, and so on)."""
+    partition = f"sensor_readings_p{START:%Y_%m}"
+    with db.owner.begin() as conn:
+        conn.execute(text(f'ALTER TABLE "{tenant.ref.schema}".{partition} '
+                          "SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)"))
+
+
 def _progress_connection(db, tenant):
     """One connection held open for the poll, on the tenant's schema, each poll its own snapshot (autocommit):
     the instrument should not cost a pool checkout and a transaction per look."""
@@ -158,10 +170,10 @@ def _progress_connection(db, tenant):
 
 
 def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime],
-                stamps: list[str]) -> tuple[float, float]:
+                stamps: list[str], round_no: int) -> tuple[float, float]:
     """Seconds to COPY the same readings into a fresh tenant's `sensor_readings`, commit included, and the CPU
     seconds of the database backend that ran it."""
-    tenant, ids = _plant(db, f"ingest-copy-{kind}")
+    tenant, ids = _plant(db, f"ingest-copy-{kind}-{round_no}")
     total = values.size
     if kind == "binary":
         sensor_ids = np.repeat(np.asarray(ids, dtype=np.int64)[:, :, None], SAMPLES, axis=2).ravel()
@@ -174,6 +186,7 @@ def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime],
                        for g in range(GATEWAYS) for s in range(SENSORS) for i in range(SAMPLES))
     with tenant_transaction(tenant.ref) as session:
         session.execute(text("SELECT sensor_readings_ensure_partition(:m)"), {"m": START.date()})
+    _quiet_partition(db, tenant)
     started = time.perf_counter()
     with tenant_transaction(tenant.ref) as session:
         backend = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
@@ -188,6 +201,64 @@ def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime],
     return time.perf_counter() - started, _cpu_s(backend) - cpu_before  # the commit included, like the ingest's
 
 
+def _ingest_round(app, db, round_no: int, workers: list[subprocess.Popen], base_url: str,
+                  bodies: list[list[bytes]], warm_up: list[list[bytes]]) -> dict:
+    """One measured ingest into a fresh tenant: its plant, gateways and warm-up before the clock, then every payload
+    posted by its gateway concurrently until all is stored and analysed. Return the times, episodes and CPU."""
+    total, warm = GATEWAYS * SENSORS * SAMPLES, GATEWAYS * SENSORS * WARM_UP
+    posts = sum(len(b) for b in bodies)
+    tenant, _ = _plant(db, f"ingest-e2e-{round_no}")
+    with tenant_transaction(tenant.ref) as session:
+        # The month's partition exists before the clock, as for the COPY: in production `batchline sensors
+        # partitions` makes them ahead; making one is not what this measures.
+        ensure_partitions(session, {START.date().replace(day=1)})
+    _quiet_partition(db, tenant)
+    with control_session() as session:
+        creds = [api_services.create_oauth_client(session, tenant_id=tenant.ref.id, name=f"gw{g}", scopes=["ingest"],
+                                                  created_by_user_id=None) for g in range(GATEWAYS)]
+    clients = [IngestClient(base_url, c.client_id, c.secret) for c in creds]
+    for client in clients:
+        client.token()
+
+    def gateway(g: int, payloads: list[list[bytes]] = bodies) -> None:
+        for body in payloads[g]:
+            clients[g].post_body(body)
+
+    progress = _progress_connection(db, tenant)
+    try:
+        warming = time.perf_counter()
+        with ThreadPoolExecutor(GATEWAYS) as pool:
+            list(pool.map(gateway, range(GATEWAYS), [warm_up] * GATEWAYS))
+        while not _done(progress, GATEWAYS, warm - GATEWAYS * SENSORS * LAG):
+            assert time.perf_counter() - warming < 300, "the warm-up was not stored and analysed in 5 minutes"
+            time.sleep(0.02)
+        with tenant_transaction(tenant.ref) as session:
+            warm_episodes = session.scalar(text("SELECT count(*) FROM sensor_episodes"))
+        # As a web worker is once gunicorn has loaded the app (`post_worker_init` in infra/gunicorn.conf.py), and
+        # as `batchline worker` is: what is loaded by now lives for the whole run.
+        gc.freeze()
+        backends_before = _backend_cpu(db)
+        bench_before, workers_before = _cpu_s(os.getpid()), sum(_cpu_s(p.pid) for p in workers)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(GATEWAYS) as pool:
+            list(pool.map(gateway, range(GATEWAYS)))
+        posted_s = time.perf_counter() - started
+        while not _done(progress, GATEWAYS + posts, warm + total - GATEWAYS * SENSORS * LAG):
+            assert time.perf_counter() - started < 900, "not all stored and analysed after 15 minutes"
+            time.sleep(0.02)
+        ingest_s = time.perf_counter() - started
+        cpu = {"bench": _cpu_s(os.getpid()) - bench_before,
+               "workers": sum(_cpu_s(p.pid) for p in workers) - workers_before,
+               "backends": sum(now - backends_before.get(pid, 0.0) for pid, now in _backend_cpu(db).items())}
+    finally:
+        progress.close()
+    with tenant_transaction(tenant.ref) as session:
+        stored = session.scalar(text("SELECT count(*) FROM sensor_readings"))
+        episodes = session.scalar(text("SELECT count(*) FROM sensor_episodes")) - warm_episodes
+    assert stored == warm + total, f"stored {stored} of {warm} + {total}"
+    return {"ingest_s": ingest_s, "posted_s": posted_s, "episodes": episodes, "cpu": cpu}
+
+
 def main() -> None:
     # A timeout's SIGTERM must still run the `finally` that stops the worker processes.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -197,21 +268,11 @@ def main() -> None:
     moments = [START + timedelta(seconds=i) for i in range(SAMPLES)]
     stamps = [m.isoformat() for m in moments]
     total = GATEWAYS * SENSORS * SAMPLES
-    warm = GATEWAYS * SENSORS * WARM_UP
     bodies = _bodies(values, stamps)
     warm_up = _warm_up_bodies()
     posts = sum(len(b) for b in bodies)
+    rounds = []
     with app.app_context():
-        tenant, _ = _plant(db, "ingest-e2e")
-        with tenant_transaction(tenant.ref) as session:
-            # The month's partition exists before the clock, as for the COPY below: in production
-            # `batchline sensors partitions` makes them ahead; making one is not what this measures.
-            ensure_partitions(session, {START.date().replace(day=1)})
-        creds = []
-        with control_session() as session:
-            for g in range(GATEWAYS):
-                creds.append(api_services.create_oauth_client(session, tenant_id=tenant.ref.id, name=f"gw{g}",
-                                                              scopes=["ingest"], created_by_user_id=None))
         config = app.config
         # The workers run this checkout's code: the `batchline` script alone would import the package wherever
         # the virtualenv's editable install points (another checkout sharing the virtualenv, say).
@@ -222,71 +283,39 @@ def main() -> None:
                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                    for _ in range(int(os.environ.get("BENCH_WORKERS", "2")))]
         server = make_server("127.0.0.1", 0, app, threaded=True)
-        progress = None
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            clients = [IngestClient(f"http://127.0.0.1:{server.port}", c.client_id, c.secret) for c in creds]
-            for client in clients:
-                client.token()
-            # The warm-up starts once every worker process has started and registered with Redis (listening).
+            # The first round starts once every worker process has started and registered with Redis (listening).
             conn = redis_connection(app)
             while len([w for w in Worker.all(connection=conn) if w.pid in {p.pid for p in workers}]) < len(workers):
                 assert all(p.poll() is None for p in workers), "a worker process died on start-up"
                 time.sleep(0.2)
-            warming = time.perf_counter()
-
-            def gateway(g: int, payloads: list[list[bytes]] = bodies) -> None:
-                for body in payloads[g]:
-                    clients[g].post_body(body)
-
-            with ThreadPoolExecutor(GATEWAYS) as pool:
-                list(pool.map(gateway, range(GATEWAYS), [warm_up] * GATEWAYS))
-            progress = _progress_connection(db, tenant)
-            while not _done(progress, GATEWAYS, warm - GATEWAYS * SENSORS * LAG):
-                assert time.perf_counter() - warming < 300, "the warm-up was not stored and analysed in 5 minutes"
-                time.sleep(0.02)
-            with tenant_transaction(tenant.ref) as session:
-                warm_episodes = session.scalar(text("SELECT count(*) FROM sensor_episodes"))
-            # As a web worker is once gunicorn has loaded the app (`post_worker_init` in infra/gunicorn.conf.py),
-            # and as `batchline worker` is: what is loaded by now lives for the whole run.
-            gc.freeze()
-            backends_before = _backend_cpu(db)
-            bench_before, workers_before = _cpu_s(os.getpid()), sum(_cpu_s(p.pid) for p in workers)
-            started = time.perf_counter()
-            with ThreadPoolExecutor(GATEWAYS) as pool:
-                list(pool.map(gateway, range(GATEWAYS)))
-            posted_s = time.perf_counter() - started
-            while not _done(progress, GATEWAYS + posts, warm + total - GATEWAYS * SENSORS * LAG):
-                assert time.perf_counter() - started < 900, "not all stored and analysed after 15 minutes"
-                time.sleep(0.02)
-            ingest_s = time.perf_counter() - started
-            cpu = {"bench": _cpu_s(os.getpid()) - bench_before,
-                   "workers": sum(_cpu_s(p.pid) for p in workers) - workers_before,
-                   "backends": sum(now - backends_before.get(pid, 0.0) for pid, now in _backend_cpu(db).items())}
-            with tenant_transaction(tenant.ref) as session:
-                stored = session.scalar(text("SELECT count(*) FROM sensor_readings"))
-                episodes = session.scalar(text("SELECT count(*) FROM sensor_episodes")) - warm_episodes
-            assert stored == warm + total, f"stored {stored} of {warm} + {total}"
+            # Rounds of an ingest and its baseline one after the other: a drift in the machine's speed hits both
+            # members of a pair alike, and the median of the pairs' ratios is what is reported.
+            for round_no in range(ROUNDS):
+                measured = _ingest_round(app, db, round_no, workers, f"http://127.0.0.1:{server.port}", bodies,
+                                         warm_up)
+                measured["copy_s"], measured["copy_cpu"] = _timed_copy(db, "binary", values, moments, stamps,
+                                                                       round_no)
+                rounds.append(measured)
         finally:
-            if progress is not None:
-                progress.close()
             server.shutdown()
             for worker in workers:
                 worker.terminate()
                 worker.wait(30)
-
-        timed = {kind: _timed_copy(db, kind, values, moments, stamps) for kind in ("text", "binary")}
-    copies = {kind: seconds for kind, (seconds, _) in timed.items()}
-    copy_s = min(copies.values())
-    print(f"# {total} readings from {GATEWAYS} gateways in {posts} payloads; {len(workers)} workers; "
-          f"all posted (202) after {posted_s:.2f}s, stored and analysed after {ingest_s:.2f}s; "
-          f"{episodes} episodes; COPY text {copies['text']:.2f}s, binary {copies['binary']:.2f}s", flush=True)
-    print(f"# CPU-s while ingesting: bench process {cpu['bench']:.2f}, workers {cpu['workers']:.2f}, database "
-          f"backends {cpu['backends']:.2f}, total {sum(cpu.values()):.2f}; backend of the binary COPY "
-          f"{timed['binary'][1]:.2f} (text {timed['text'][1]:.2f})", flush=True)
-    report("ingest_readings_per_s", total / ingest_s, "readings/s")
-    report("copy_readings_per_s", total / copy_s, "readings/s")
-    report("ingest_vs_copy_ratio", (total / ingest_s) / (total / copy_s), "x")
+        text_s, text_cpu = _timed_copy(db, "text", values, moments, stamps, 0)
+    print(f"# {total} readings from {GATEWAYS} gateways in {posts} payloads; {len(workers)} workers; {ROUNDS} "
+          f"rounds; COPY text (reference, once) {text_s:.2f}s, backend {text_cpu:.2f} CPU-s", flush=True)
+    for round_no, r in enumerate(rounds):
+        cpu = r["cpu"]
+        print(f"# round {round_no + 1}: all posted (202) after {r['posted_s']:.2f}s, stored and analysed after "
+              f"{r['ingest_s']:.2f}s, {r['episodes']} episodes; binary COPY {r['copy_s']:.2f}s (backend "
+              f"{r['copy_cpu']:.2f} CPU-s); ratio {r['copy_s'] / r['ingest_s']:.3f}; CPU-s while ingesting: bench "
+              f"process {cpu['bench']:.2f}, workers {cpu['workers']:.2f}, database backends {cpu['backends']:.2f}, "
+              f"total {sum(cpu.values()):.2f}", flush=True)
+    report("ingest_readings_per_s", median([total / r["ingest_s"] for r in rounds]), "readings/s")
+    report("copy_readings_per_s", median([total / r["copy_s"] for r in rounds]), "readings/s")
+    report("ingest_vs_copy_ratio", median([r["copy_s"] / r["ingest_s"] for r in rounds]), "x")
 
 
 if __name__ == "__main__":
