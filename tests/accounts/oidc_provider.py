@@ -129,11 +129,27 @@ def _app(provider: Provider) -> Flask:
     return app
 
 
+#: Ports the providers of this test run have served on.
+_PORTS_USED: set[int] = set()
+
+
 @contextmanager
 def running_provider() -> Iterator[Provider]:
-    """Serve a provider on 127.0.0.1 (a free port) in a thread for the duration of the block."""
+    """Serve a provider on 127.0.0.1 (a free port) in a thread for the duration of the block.
+
+    The port is one no earlier provider of this test run had: the issuer is its URL, and SSO identities are
+    unique per (issuer, subject) across tenants, so a provider reborn on a reused port would meet the identities
+    an earlier test linked (tests reuse subjects such as `idp-sam`).
+    """
     provider = Provider()
+    refused = []
     server = make_server("127.0.0.1", 0, _app(provider), threaded=True)
+    while server.server_port in _PORTS_USED:
+        refused.append(server)  # kept bound until a fresh port is found, so the OS cannot hand it out again
+        server = make_server("127.0.0.1", 0, _app(provider), threaded=True)
+    for other in refused:
+        other.server_close()
+    _PORTS_USED.add(server.server_port)
     provider.issuer = f"http://127.0.0.1:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
