@@ -201,7 +201,7 @@ def _timed_copy(db, kind: str, values: np.ndarray, moments: list[datetime],
     return time.perf_counter() - started, _cpu_s(backend) - cpu_before  # the commit included, like the ingest's
 
 
-def _ingest_round(app, db, round_no: int, workers: list[subprocess.Popen], base_url: str,
+def _ingest_round(db, round_no: int, workers: list[subprocess.Popen], base_url: str,
                   bodies: list[list[bytes]], warm_up: list[list[bytes]]) -> dict:
     """One measured ingest into a fresh tenant: its plant, gateways and warm-up before the clock, then every payload
     posted by its gateway concurrently until all is stored and analysed. Return the times, episodes and CPU."""
@@ -293,7 +293,7 @@ def main() -> None:
             # Rounds of an ingest and its baseline one after the other: a drift in the machine's speed hits both
             # members of a pair alike, and the median of the pairs' ratios is what is reported.
             for round_no in range(ROUNDS):
-                measured = _ingest_round(app, db, round_no, workers, f"http://127.0.0.1:{server.port}", bodies,
+                measured = _ingest_round(db, round_no, workers, f"http://127.0.0.1:{server.port}", bodies,
                                          warm_up)
                 measured["copy_s"], measured["copy_cpu"] = _timed_copy(db, "binary", values, moments, stamps,
                                                                        round_no)
